@@ -1,0 +1,1 @@
+"""Streamlit UI pieces. They render; model math stays in model/."""

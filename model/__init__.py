@@ -1,0 +1,1 @@
+"""MedDistill Studio: knowledge-distilled medical image report generation (demonstration and teaching only)."""

@@ -1,0 +1,1 @@
+"""The sub-commands of the `meddistill` CLI (see model/cli.py)."""
