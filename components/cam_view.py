@@ -1,0 +1,84 @@
+"""The Grad-CAM panel: target picker, method, opacity; teacher | student overlays.
+
+It runs as an ``st.fragment`` so moving the opacity slider or picking a target re-runs only this panel,
+never report generation.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from components.model_store import MODEL_TITLES, ModelSet
+from components.predictions import explain_cached
+from components.study_view import draw_mask_outlines
+from model.explain.gradcam import CAM_METHODS, list_targets, overlay, sentence_texts
+from model.types import FINDING_LABELS, FINDINGS, PatientContext, Prediction, ReportStyle, Study
+
+
+def default_target(study: Study, preds: dict[str, Prediction]) -> str:
+    """The teacher's most likely finding (CXR) or tumour class (CT)."""
+    p = preds.get("teacher") or next(iter(preds.values()))
+    if study.modality == "CXR":
+        return "finding:" + max(FINDINGS, key=lambda n: p.findings.get(n, 0.0))
+    return "tumour:" + max(p.tumour, key=p.tumour.get)
+
+
+def _target_label(target: str, preds: dict[str, Prediction]) -> str:
+    kind, _, name = target.partition(":")
+    if kind == "finding":
+        return f"Finding: {FINDING_LABELS.get(name, name)}"
+    if kind == "tumour":
+        return f"Tumour class: {name}"
+    return f"Report sentence {int(name) + 1}"
+
+
+def cam_controls_ui(study: Study, preds: dict[str, Prediction], key: str) -> tuple[str, str, float]:
+    longest = max(preds.values(), key=lambda p: len(p.tokens)).tokens
+    targets = list_targets(study.modality, longest)
+    tkey = f"cam_target_{key}"
+    if st.session_state.get(tkey) not in targets:
+        st.session_state[tkey] = default_target(study, preds)
+    c1, c2, c3 = st.columns([2, 1, 1])
+    target = c1.selectbox("Explain", targets, format_func=lambda t: _target_label(t, preds), key=tkey)
+    method = c2.selectbox("Method", CAM_METHODS, key="cam_method")
+    alpha = c3.slider("Overlay opacity", 0.0, 1.0, 0.45, step=0.05, key="cam_alpha")
+    return target, method, alpha
+
+
+@st.fragment
+def render_cam_panel(
+    ms: ModelSet,
+    study: Study,
+    study_key: str,
+    preds: dict[str, Prediction],
+    context: PatientContext,
+    style: ReportStyle,
+    masks=None,
+) -> None:
+    st.subheader("Grad-CAM: where each model looks")
+    target, method, alpha = cam_controls_ui(study, preds, study_key[:16])
+    show_masks = bool(masks) and st.toggle("Outline ground truth", value=True, key="cam_masks")
+    cols = st.columns(len(preds))
+    for col, (model_id, pred) in zip(cols, preds.items()):
+        with col:
+            st.markdown(f"**{MODEL_TITLES.get(model_id, model_id)}**")
+            kind, _, name = target.partition(":")
+            sentences = sentence_texts(pred.tokens)
+            if kind == "sentence" and int(name) >= len(sentences):
+                st.caption("This model's report has no such sentence.")
+                continue
+            try:
+                with st.spinner("Computing Grad-CAM…"):
+                    exp = explain_cached(
+                        ms, model_id, study, study_key, target, method, context, style, pred.tokens
+                    )
+            except Exception as err:
+                st.error(f"Grad-CAM failed: {type(err).__name__}: {err}")
+                continue
+            rgb = overlay(study.pixels, exp.heatmap, alpha)
+            if show_masks:
+                rgb = draw_mask_outlines(rgb, masks)
+            caption = f"{method} · score {exp.score:.2f}"
+            if kind == "sentence":
+                caption += f" · “{sentences[int(name)]}”"
+            st.image(rgb, caption=caption, width="stretch")

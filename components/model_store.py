@@ -1,0 +1,144 @@
+"""Which weights the app serves, loaded once per server (st.cache_resource) and shared by all sessions.
+
+Resolution order:
+1. ``$MEDDISTILL_CHECKPOINTS/{teacher,student,student_nokd}`` (tests, experiments);
+2. the shipped ``assets/checkpoints/{teacher,student,student_nokd}``;
+3. tiny random-weight checkpoints built on the fly into a temp dir, labelled "untrained demo weights".
+
+Predictors are never mutated after loading; each keeps a ``lock`` that Grad-CAM holds while its hooks
+are on the shared model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_IDS = ("teacher", "student", "student_nokd")
+REQUIRED = ("teacher", "student")
+MODEL_TITLES = {"teacher": "Teacher", "student": "Student (KD)", "student_nokd": "Student (no KD)"}
+ENV_VAR = "MEDDISTILL_CHECKPOINTS"
+
+
+@dataclass
+class ModelSet:
+    predictors: dict  # model id -> model.inference.Predictor
+    dirs: dict[str, Path]  # model id -> checkpoint dir
+    origin: str  # "env" | "shipped" | "demo"
+    key: str  # cache key: changes when other weights are loaded
+    sizes: dict[str, dict] = field(default_factory=dict)  # model id -> {"params", "bytes"}
+
+    @property
+    def is_demo(self) -> bool:
+        return self.origin == "demo"
+
+
+def _is_checkpoint(d: Path) -> bool:
+    return d.is_dir() and any(d.glob("*.safetensors"))
+
+
+def resolve_checkpoint_dirs() -> tuple[str, dict[str, Path]]:
+    """(origin, dirs) without loading anything; cheap, called on every rerun."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        base = Path(env)
+        dirs = {m: base / m for m in MODEL_IDS if _is_checkpoint(base / m)}
+        if all(m in dirs for m in REQUIRED):
+            return "env", dirs
+    base = ROOT / "assets" / "checkpoints"
+    dirs = {m: base / m for m in MODEL_IDS if _is_checkpoint(base / m)}
+    if all(m in dirs for m in REQUIRED):
+        return "shipped", dirs
+    return "demo", {}
+
+
+def _dir_key(dirs: dict[str, Path]) -> str:
+    parts = []
+    for m, d in sorted(dirs.items()):
+        mtimes = max((p.stat().st_mtime_ns for p in d.iterdir()), default=0)
+        parts.append(f"{m}={d}@{mtimes}")
+    return ";".join(parts)
+
+
+def build_demo_checkpoints(out_dir: Path) -> dict[str, Path]:
+    """Tiny random-weight teacher and student checkpoints (so the app runs before training ends)."""
+    from model.checkpoints import save_checkpoint
+
+    from model.networks import TINY_PRESETS, build_model, build_tokenizer
+
+    texts = _demo_texts()
+    tokenizer = build_tokenizer(texts)
+    presets = list(TINY_PRESETS.items())
+    dirs = {}
+    for i, model_id in enumerate(REQUIRED):
+        name, cfg = presets[min(i, len(presets) - 1)]
+        if hasattr(cfg, "vocab_size") and cfg.vocab_size != len(tokenizer):
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, vocab_size=len(tokenizer))
+        model = build_model(cfg)
+        card = {
+            "model_id": model_id,
+            "arch_name": name,
+            "training_data": "none: untrained demo weights (random initialisation)",
+            "untrained": True,
+        }
+        d = out_dir / model_id
+        save_checkpoint(d, model, tokenizer, card, {})
+        dirs[model_id] = d
+    return dirs
+
+
+def _demo_texts() -> list[str]:
+    try:
+        import numpy as np
+        from model.data.phantom import sample_truth
+        from model.data.reports import write_reports
+
+        rng = np.random.default_rng(0)
+        texts = []
+        for i in range(60):
+            truth = sample_truth(rng, "CXR" if i % 2 else "CT", f"demo{i}")
+            texts.extend(write_reports(truth, rng).values())
+        return texts
+    except Exception:  # reports module not there yet: a fixed mini corpus
+        return [
+            "The heart size is normal. The lungs are clear. No pleural effusion or pneumothorax.",
+            "Cardiomegaly. Small right pleural effusion. No pneumothorax.",
+            "A spiculated nodule in the right upper zone, suspicious for malignancy.",
+            "A smooth benign-appearing lesion. No lymphadenopathy.",
+        ]
+
+
+@st.cache_resource(show_spinner="Loading models (once per server)…")
+def _load_model_set(origin: str, key: str, dirs_items: tuple[tuple[str, str], ...]) -> ModelSet:
+    from model.inference import Predictor
+
+    dirs = {m: Path(d) for m, d in dirs_items}
+    if origin == "demo":
+        dirs = build_demo_checkpoints(Path(tempfile.mkdtemp(prefix="meddistill_demo_")))
+    predictors = {m: Predictor.from_dir(d, m) for m, d in dirs.items()}
+    sizes = {}
+    for m, p in predictors.items():
+        params = sum(t.numel() for t in p.model.parameters())
+        nbytes = sum(f.stat().st_size for f in dirs[m].glob("*.safetensors"))
+        sizes[m] = {"params": int(params), "bytes": int(nbytes)}
+    return ModelSet(predictors=predictors, dirs=dirs, origin=origin, key=key, sizes=sizes)
+
+
+def load_model_set() -> ModelSet:
+    """The served models (loads once per server and per set of checkpoint dirs)."""
+    origin, dirs = resolve_checkpoint_dirs()
+    key = origin + ":" + _dir_key(dirs)
+    return _load_model_set(origin, key, tuple((m, str(d)) for m, d in sorted(dirs.items())))
+
+
+def describe_origin(ms: ModelSet) -> str:
+    where = {"env": f"${ENV_VAR}", "shipped": "assets/checkpoints", "demo": "a temp dir"}[ms.origin]
+    names = ", ".join(MODEL_TITLES.get(m, m) for m in ms.predictors)
+    return f"Models: {names} (from {where})."

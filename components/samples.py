@@ -1,0 +1,90 @@
+"""Shipped sample studies (assets/samples) and pydicom's bundled CT_small.dcm.
+
+``assets/samples/index.json`` lists ``{"id", "title", "modality", "image", "truth", "mask"}`` entries
+(written by ``benchmarks/make_samples.py``); ``truth`` is ``CaseTruth.to_dict()`` plus ``"reports"``
+and ``"treatments"``; ``mask`` is a uint8 bit mask (bit i = FINDINGS[i] on CXR, bit 0 = tumour on CT).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from model.types import FINDINGS, CaseTruth
+
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
+PYDICOM_SAMPLES = {"pydicom_ct_small": ("CT_small.dcm", "Real CT slice (pydicom test file CT_small.dcm)")}
+
+
+@dataclass
+class Sample:
+    id: str
+    title: str
+    data: bytes  # raw file bytes, exactly what an upload would give
+    name: str  # file name for the loader
+    truth: CaseTruth | None = None
+    reports: dict[str, str] | None = None  # detail -> ground-truth report
+    treatments: list[dict] | None = None  # ground-truth rulebook suggestions
+    masks: dict[str, np.ndarray] | None = None  # finding (or "tumour") -> bool mask
+
+
+@st.cache_data(show_spinner=False)
+def list_samples() -> dict[str, str]:
+    """Sample id -> title, phantoms first, then real DICOM."""
+    out: dict[str, str] = {}
+    index = SAMPLES_DIR / "index.json"
+    if index.exists():
+        for entry in json.loads(index.read_text()):
+            out[entry["id"]] = entry["title"]
+    for sid, (fname, title) in PYDICOM_SAMPLES.items():
+        if _pydicom_path(fname):
+            out[sid] = title
+    return out
+
+
+def _pydicom_path(fname: str) -> str | None:
+    try:
+        from pydicom.data import get_testdata_file
+
+        return get_testdata_file(fname, download=False)
+    except Exception:
+        return None
+
+
+def _decode_masks(path: Path, modality: str, truth: CaseTruth | None) -> dict[str, np.ndarray]:
+    from PIL import Image
+
+    bits = np.asarray(Image.open(path)).astype(np.uint8)
+    if modality == "CT":
+        names = ["tumour"]
+    else:
+        names = list(FINDINGS)
+    masks = {n: (bits >> i) & 1 == 1 for i, n in enumerate(names)}
+    return {n: m for n, m in masks.items() if m.any()}
+
+
+@st.cache_data(show_spinner=False)
+def load_sample(sample_id: str) -> Sample:
+    if sample_id in PYDICOM_SAMPLES:
+        fname, title = PYDICOM_SAMPLES[sample_id]
+        return Sample(sample_id, title, Path(_pydicom_path(fname)).read_bytes(), fname)
+    entry = next(e for e in json.loads((SAMPLES_DIR / "index.json").read_text()) if e["id"] == sample_id)
+    truth_d = json.loads((SAMPLES_DIR / entry["truth"]).read_text()) if entry.get("truth") else None
+    truth = CaseTruth.from_dict(truth_d) if truth_d else None
+    masks = None
+    if entry.get("mask") and (SAMPLES_DIR / entry["mask"]).exists():
+        masks = _decode_masks(SAMPLES_DIR / entry["mask"], entry["modality"], truth)
+    return Sample(
+        id=sample_id,
+        title=entry["title"],
+        data=(SAMPLES_DIR / entry["image"]).read_bytes(),
+        name=entry["image"],
+        truth=truth,
+        reports=(truth_d or {}).get("reports"),
+        treatments=(truth_d or {}).get("treatments"),
+        masks=masks,
+    )

@@ -1,0 +1,197 @@
+"""Getting a study in (upload or sample) and showing it (viewer, window presets, de-identified metadata)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from components.samples import Sample, list_samples, load_sample
+from model.types import Study
+
+#: DICOM-ish keys never shown even if a loader lets one through (defence in depth; the loader whitelists).
+IDENTIFYING = (
+    "patient",
+    "name",
+    "birth",
+    "address",
+    "phone",
+    "accession",
+    "institution",
+    "physician",
+    "operator",
+    "referring",
+    "uid",
+    "studyid",
+    "date",
+    "other",
+)
+ACCEPTED = "PNG, JPEG or DICOM"
+
+
+@dataclass
+class PickedStudy:
+    study: Study
+    sample: Sample | None  # set when the study is a shipped sample (ground truth may exist)
+    key: str  # stable id for caches and widget keys: sha256 of the bytes + frame
+
+
+def _loader():
+    from model.data import imaging
+
+    return imaging
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def load_study_cached(sha: str, name: str, frame: int, _data: bytes) -> Study:
+    """Parse once per (bytes, frame); raises the loader's ImageLoadError for bad files (not cached)."""
+    return _loader().load_study(_data, name, frame=frame)
+
+
+def try_load(data: bytes, name: str, frame: int = 0) -> tuple[Study | None, str | None]:
+    """(study, None) or (None, user-facing message); never raises."""
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        return load_study_cached(sha, name, frame, data), None
+    except _loader().ImageLoadError as err:
+        return None, str(err)
+    except Exception as err:  # a loader bug must not take the page down
+        return None, f"Could not read this file ({type(err).__name__}: {err})."
+
+
+def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
+    """Upload several files or pick a sample; bad uploads get an error each; returns the chosen study."""
+    uploads = st.file_uploader(
+        f"Upload studies ({ACCEPTED}; several at once)",
+        accept_multiple_files=True,
+        key=f"{key}_upload",
+        help="Files stay in this browser session only. DICOM identifiers are never shown or stored.",
+    )
+    options: dict[str, tuple[str, object]] = {}
+    for up in uploads or []:
+        data = up.getvalue()
+        study, err = try_load(data, up.name)
+        if err:
+            st.error(f"**{up.name}**: {err}", icon="🚫")
+            continue
+        options[f"upload:{up.name}:{study.sha256[:8]}"] = (f"⬆️ {up.name}", ("upload", data, up.name))
+    for sid, title in list_samples().items():
+        options[f"sample:{sid}"] = (f"📁 {title}", ("sample", sid))
+    if not options:
+        st.info("No samples are shipped yet: upload a study to begin.")
+        return None
+
+    # A fresh upload becomes the selection; otherwise keep the user's choice (or an opened case).
+    pick_key = f"{key}_study"
+    upload_keys = [k for k in options if k.startswith("upload:")]
+    seen_key = f"{key}_seen_uploads"
+    seen = st.session_state.setdefault(seen_key, [])
+    new = [k for k in upload_keys if k not in seen]
+    if new:
+        st.session_state[pick_key] = new[-1]
+        st.session_state[seen_key] = seen + new
+    if st.session_state.get(pick_key) not in options:
+        st.session_state[pick_key] = next(iter(options))
+    choice = st.selectbox("Study", list(options), format_func=lambda k: options[k][0], key=pick_key)
+
+    kind, *rest = options[choice][1]
+    sample = None
+    if kind == "sample":
+        sample = load_sample(rest[0])
+        data, name = sample.data, sample.name
+    else:
+        data, name = rest
+    study, err = try_load(data, name)
+    if err:  # only samples can get here (uploads were checked above)
+        st.error(f"**{name}**: {err}", icon="🚫")
+        return None
+    if study.n_frames > 1:
+        frame = st.slider("Frame", 0, study.n_frames - 1, 0, key=f"{key}_frame")
+        study, err = try_load(data, name, frame)
+        if err:
+            st.error(err)
+            return None
+    for w in study.warnings:
+        st.caption(f"ℹ️ {w}")
+    return PickedStudy(study=study, sample=sample, key=f"{study.sha256}:{study.window}:{choice}")
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    m = mask.astype(bool)
+    inner = m.copy()
+    inner[1:, :] &= m[:-1, :]
+    inner[:-1, :] &= m[1:, :]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    return m & ~inner
+
+
+def draw_mask_outlines(rgb: np.ndarray, masks: dict[str, np.ndarray]) -> np.ndarray:
+    """Green outlines of ground-truth masks on an RGB uint8 image (resized masks by nearest neighbour)."""
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    for m in masks.values():
+        if m.shape != (h, w):
+            ys = np.arange(h) * m.shape[0] // h
+            xs = np.arange(w) * m.shape[1] // w
+            m = m[ys][:, xs]
+        edge = _outline(m)
+        out[edge] = (40, 220, 90)
+    return out
+
+
+def render_study_viewer(
+    study: Study, masks: dict[str, np.ndarray] | None = None, key: str = "cmp_view"
+) -> None:
+    """The image (with DICOM window presets when raw values exist), optional truth outlines, metadata."""
+    shown = study
+    if study.raw is not None:
+        from model.data.imaging import WINDOW_PRESETS, apply_window
+
+        names = ["file / auto", *WINDOW_PRESETS]
+        preset = st.selectbox(
+            "Window preset",
+            names,
+            key=f"{key}_window",
+            help="Changes the display only; the models see the file's default window.",
+        )
+        if preset != "file / auto":
+            try:
+                shown = apply_window(study, preset)
+            except Exception as err:
+                st.error(f"Could not apply the {preset} window: {err}")
+    rgb = np.repeat(to_uint8(shown.pixels)[..., None], 3, axis=2)
+    if masks:
+        if st.toggle("Show ground-truth outlines", value=True, key=f"{key}_masks"):
+            rgb = draw_mask_outlines(rgb, masks)
+    caption = f"{study.source} · {study.modality} · {study.pixels.shape[1]}×{study.pixels.shape[0]}"
+    if shown.window:
+        caption += f" · window C{shown.window[0]:.0f}/W{shown.window[1]:.0f}"
+    st.image(rgb, caption=caption, width="stretch")
+    render_metadata(study)
+
+
+def safe_metadata(meta: dict[str, str]) -> dict[str, str]:
+    """Drop anything that looks identifying, whatever the loader passed."""
+    return {
+        k: v
+        for k, v in meta.items()
+        if not any(bad in k.lower().replace(" ", "").replace("_", "") for bad in IDENTIFYING)
+    }
+
+
+def render_metadata(study: Study) -> None:
+    meta = safe_metadata(study.meta)
+    if study.pixel_spacing:
+        meta.setdefault("Pixel spacing (mm)", f"{study.pixel_spacing[0]:.3g} × {study.pixel_spacing[1]:.3g}")
+    if not meta:
+        return
+    with st.expander("De-identified metadata", expanded=False):
+        st.table({"field": list(meta), "value": [str(v) for v in meta.values()]})
+        st.caption("Only whitelisted technical fields are shown; patient identifiers are never displayed.")
