@@ -59,7 +59,7 @@ def render_cam_panel(
     target, method, alpha = cam_controls_ui(study, preds, study_key[:16])
     show_masks = bool(masks) and st.toggle("Outline ground truth", value=True, key="cam_masks")
     cols = st.columns(len(preds))
-    for col, (model_id, pred) in zip(cols, preds.items()):
+    for col, (model_id, pred) in zip(cols, preds.items(), strict=True):
         with col:
             st.markdown(f"**{MODEL_TITLES.get(model_id, model_id)}**")
             kind, _, name = target.partition(":")

@@ -71,7 +71,7 @@ if highlight and "teacher" in preds and "student" in preds:
             divs[m] = divergence_cached(ms, study, picked.key, p.tokens, context, style.detail)
 
 cols = st.columns(len(preds))
-for col, (m, pred) in zip(cols, preds.items()):
+for col, (m, pred) in zip(cols, preds.items(), strict=True):
     with col, st.container(border=True):
         st.subheader(MODEL_TITLES[m])
         render_report(pred, divs.get(m), threshold)

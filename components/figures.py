@@ -1,0 +1,106 @@
+"""Plotly figures. ``make_*_figure`` functions build and return a figure; they never call ``st``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+COLORS = {"teacher": "#1f5aa6", "student": "#e07b00", "student_nokd": "#7f7f7f"}
+NAMES = {"teacher": "Teacher", "student": "Student (KD)", "student_nokd": "Student (no KD)"}
+
+
+def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
+    fig.update_layout(
+        title=title, height=height, margin=dict(l=40, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.2)
+    )
+    return fig
+
+
+def make_next_token_figure(
+    words: Sequence[str], teacher: np.ndarray, student: np.ndarray, top_k: int = 12, actual: str | None = None
+) -> go.Figure:
+    """Grouped bars of the teacher's and student's probabilities over the top words of either."""
+    teacher, student = np.asarray(teacher), np.asarray(student)
+    idx = np.argsort(-(np.maximum(teacher, student)))[:top_k]
+    labels = [words[i] + (" ★" if words[i] == actual else "") for i in idx]
+    fig = go.Figure(
+        [
+            go.Bar(name="Teacher", x=labels, y=teacher[idx], marker_color=COLORS["teacher"]),
+            go.Bar(name="Student", x=labels, y=student[idx], marker_color=COLORS["student"]),
+        ]
+    )
+    fig.update_layout(
+        barmode="group", yaxis_title="probability", xaxis_title="next word (★ = the actual word)"
+    )
+    return _layout(fig, "Next-word distributions")
+
+
+def make_loss_curves_figure(records: Sequence[dict], x_key: str = "step") -> go.Figure:
+    """One line per numeric loss term over training (records from train_log.jsonl)."""
+    fig = go.Figure()
+    if not records:
+        return _layout(fig, "No training log")
+    x_key = (
+        x_key
+        if x_key in records[0]
+        else next((k for k in ("step", "epoch", "iter") if k in records[0]), None)
+    )
+    terms = sorted(
+        {
+            k
+            for r in records
+            for k, v in r.items()
+            if isinstance(v, (int, float))
+            and k not in {"step", "epoch", "iter", "lr", "time", "seconds", "wall_s"}
+        }
+    )
+    for term in terms:
+        rows = [r for r in records if isinstance(r.get(term), (int, float))]
+        x = [r.get(x_key, i) for i, r in enumerate(rows)] if x_key else list(range(len(rows)))
+        fig.add_trace(go.Scatter(x=x, y=[r[term] for r in rows], mode="lines", name=term))
+    fig.update_layout(xaxis_title=x_key or "record", yaxis_title="loss")
+    return _layout(fig, "Loss terms over training", height=420)
+
+
+def make_bar_figure(
+    categories: Sequence[str], series: dict[str, Sequence[float]], title: str, y_title: str = ""
+) -> go.Figure:
+    """Grouped bars, one series per model."""
+    fig = go.Figure(
+        [
+            go.Bar(name=NAMES.get(m, m), x=list(categories), y=list(v), marker_color=COLORS.get(m))
+            for m, v in series.items()
+        ]
+    )
+    fig.update_layout(barmode="group", yaxis_title=y_title)
+    return _layout(fig, title)
+
+
+def make_curve_figure(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    x_title: str,
+    y_title: str,
+    diagonal: bool = False,
+) -> go.Figure:
+    """Lines (ROC, reliability, trade-off curves), one per model or series."""
+    fig = go.Figure()
+    if diagonal:
+        fig.add_trace(
+            go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#bbb"), name="chance")
+        )
+    for name, (x, y) in curves.items():
+        model = name.split(" ")[0]
+        fig.add_trace(
+            go.Scatter(
+                x=list(x),
+                y=list(y),
+                mode="lines+markers",
+                name=NAMES.get(name, name),
+                line=dict(color=COLORS.get(model)),
+            )
+        )
+    fig.update_layout(xaxis_title=x_title, yaxis_title=y_title)
+    return _layout(fig, title)
