@@ -1,0 +1,77 @@
+"""Run the teacher once over a training set and keep what the student learns from.
+
+Per item: the four head logits, the top-k token logits at every position of the item's (fixed)
+report sequence, and the feature map average-pooled to ``hint_size`` x ``hint_size`` (float16).
+Augmentation is off, so these are exactly what a live teacher would give every epoch, at a
+fraction of the cost: student epochs then never run the teacher.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from model.distill.config import DistillConfig
+from model.distill.tensorset import TensorSet
+
+
+@torch.no_grad()
+def cache_teacher_outputs(
+    teacher: nn.Module, data: TensorSet, dcfg: DistillConfig, batch_size: int = 32, show_progress: bool = True
+) -> TensorSet:
+    """Fill ``data.teacher`` in place (and switch it to fixed detail levels); returns ``data``."""
+    was_training = teacher.training
+    teacher.eval()
+    data.detail_mode = "fixed"  # the cached token distributions belong to one sequence per item
+    cols: dict[str, list[torch.Tensor]] = {}
+    for start in tqdm(
+        range(0, len(data), batch_size), desc="teacher cache", disable=not show_progress, dynamic_ncols=True
+    ):
+        idx = torch.arange(start, min(start + batch_size, len(data)))
+        b = data.batch(idx)
+        out = teacher(b["images"], b["context"], b["input_ids"], b["attention_mask"])
+        k = min(dcfg.top_k, out.lm_logits.shape[-1])
+        top_logits, top_index = out.lm_logits.topk(k, dim=-1)  # (B, L, k)
+        feats = F.adaptive_avg_pool2d(out.features, dcfg.hint_size)  # (B, C_t, h, h)
+        row = {
+            "t_findings_logits": out.findings_logits.float(),
+            "t_tumour_logits": out.tumour_logits.float(),
+            "t_treatment_logits": out.treatment_logits.float(),
+            "t_features": feats.half(),
+            "t_topk_index": top_index.int(),
+            "t_topk_logits": top_logits.half(),
+        }
+        if getattr(out, "subtype_logits", None) is not None:
+            row["t_subtype_logits"] = out.subtype_logits.float()
+        for key, value in row.items():
+            cols.setdefault(key, []).append(value.cpu())
+    teacher.train(was_training)
+    data.teacher = {k: torch.cat(v) for k, v in cols.items()}
+    return data
+
+
+def save_teacher_cache(path: Path, data: TensorSet) -> None:
+    """Teacher columns + the fixed detail levels and sequences they belong to, as safetensors."""
+    tensors = {k: v.contiguous() for k, v in data.teacher.items()}
+    tensors["fixed_detail"] = data.fixed_detail.contiguous()
+    tensors["ids"] = data.ids.contiguous()
+    save_file(
+        tensors, str(path), metadata={"n": str(len(data)), "sample_ids": ",".join(data.sample_ids)[:60000]}
+    )
+
+
+def load_teacher_cache(path: Path, data: TensorSet) -> TensorSet:
+    """Attach a cache written by :func:`save_teacher_cache` to the same set (checked by sequences)."""
+    tensors = load_file(str(path))
+    if tensors["ids"].shape != data.ids.shape or not torch.equal(tensors["ids"], data.ids):
+        raise ValueError(f"teacher cache {path} was computed on different data")
+    data.fixed_detail = tensors.pop("fixed_detail")
+    tensors.pop("ids")
+    data.teacher = tensors
+    data.detail_mode = "fixed"
+    return data

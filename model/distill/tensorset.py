@@ -1,0 +1,209 @@
+"""A training split materialised once as tensors: images, masked targets, tokenised reports, and
+(optionally) the teacher's cached outputs.
+
+Why: on a 2-core CPU, decoding PNGs and tokenising every epoch costs as much as the small
+student's forward pass. With augmentation off this is exact, and it makes the teacher cache a
+few extra columns of the same table. Each item keeps its report tokenised at every detail level;
+which level a step sees is drawn per epoch from the run seed (the same on every DDP replica), or
+fixed per item when teacher token distributions are cached (they belong to one sequence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model.types import DETAIL_LEVELS
+
+IGNORE_INDEX = -100
+
+#: teacher columns (names in the batch dict and in the cache file)
+TEACHER_KEYS: tuple[str, ...] = (
+    "t_findings_logits",
+    "t_tumour_logits",
+    "t_subtype_logits",
+    "t_treatment_logits",
+    "t_features",
+    "t_topk_index",
+    "t_topk_logits",
+)
+
+
+@dataclass
+class TensorSet:
+    """Row i of every tensor is item i. ``ids`` hold each item's report at every detail level."""
+
+    images: Tensor  # (N, 1, S, S) float16 in [0, 1]
+    context: Tensor  # (N, CONTEXT_DIM) float32
+    findings: Tensor  # (N, n_findings) float32, NaN = unknown
+    tumour: Tensor  # (N,) long, -100 = unknown
+    subtype: Tensor  # (N,) long, -100 = unknown
+    treatments: Tensor  # (N, n_treatments) float32, NaN = unknown
+    is_ct: Tensor  # (N,) bool
+    ids: Tensor  # (N, D, L) long token ids, pad-filled
+    prompt_len: Tensor  # (N, D) long: leading control tokens that are input, never targets
+    seq_len: Tensor  # (N, D) long: real tokens (prompt + report + eos); 0 report tokens = no report
+    has_report: Tensor  # (N,) bool
+    fixed_detail: Tensor  # (N,) long: the level used when ``detail_mode == "fixed"``
+    sample_ids: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    pad_id: int = 0
+    detail_mode: str = "random"  # "random" (drawn per epoch) | "fixed"
+    teacher: dict[str, Tensor] = field(default_factory=dict)  # TEACHER_KEYS -> (N, ...)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    # ------------------------------------------------------------------------------------------
+    def detail_for_epoch(self, epoch: int, seed: int) -> Tensor:
+        """(N,) detail index per item for this epoch: random but the same on every replica."""
+        if self.detail_mode == "fixed":
+            return self.fixed_detail
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        return torch.randint(0, self.ids.shape[1], (len(self),), generator=g)
+
+    def batch(self, index: Tensor, detail: Tensor | None = None) -> dict[str, Tensor]:
+        """The rows ``index`` as a batch dict for the model and ``distillation_loss``."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        d = (self.fixed_detail if detail is None else detail)[index]  # (B,)
+        ids = self.ids[index, d]  # (B, L)
+        seq_len = self.seq_len[index, d]  # (B,)
+        prompt = self.prompt_len[index, d]  # (B,)
+        L = ids.shape[1]
+        pos = torch.arange(L)[None, :]  # (1, L)
+        attn = pos < seq_len[:, None]  # (B, L)
+        scored = attn & (pos >= prompt[:, None]) & self.has_report[index, None]  # (B, L)
+        labels = torch.where(scored, ids, torch.full_like(ids, IGNORE_INDEX))
+        findings = self.findings[index]
+        treatments = self.treatments[index]
+        is_ct = self.is_ct[index]
+        out = {
+            "images": self.images[index].float(),
+            "context": self.context[index],
+            "input_ids": ids,
+            "attention_mask": attn.long(),
+            "labels": labels,
+            "token_mask": scored,
+            "findings": findings,
+            "findings_mask": ~torch.isnan(findings),
+            "tumour": self.tumour[index],
+            "subtype": self.subtype[index],
+            "treatments": treatments,
+            "treatments_mask": ~torch.isnan(treatments),
+            "is_ct": is_ct,
+            "is_cxr": ~is_ct,
+            "detail": d,
+        }
+        for key, value in self.teacher.items():
+            out[key] = value[index].float() if value.is_floating_point() else value[index].long()
+        return out
+
+    def subset(self, index: Sequence[int] | Tensor) -> TensorSet:
+        """Rows ``index`` as a new TensorSet (shares nothing mutable with this one)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        kw = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Tensor):
+                kw[f.name] = v[index].clone()
+            elif f.name in ("sample_ids", "sources"):
+                kw[f.name] = [v[i] for i in index.tolist()]
+            elif f.name == "teacher":
+                kw[f.name] = {k: t[index].clone() for k, t in v.items()}
+            else:
+                kw[f.name] = v
+        return TensorSet(**kw)
+
+    @staticmethod
+    def concat(parts: Sequence[TensorSet]) -> TensorSet:
+        """Stack several sets (same image size and sequence length); teacher columns must match."""
+        kw = {}
+        first = parts[0]
+        for f in fields(first):
+            v = getattr(first, f.name)
+            if isinstance(v, Tensor):
+                kw[f.name] = torch.cat([getattr(p, f.name) for p in parts])
+            elif f.name in ("sample_ids", "sources"):
+                kw[f.name] = [x for p in parts for x in getattr(p, f.name)]
+            elif f.name == "teacher":
+                keys = set(v)
+                kw[f.name] = {k: torch.cat([p.teacher[k] for p in parts]) for k in keys}
+            else:
+                kw[f.name] = v
+        return TensorSet(**kw)
+
+    def strip_labels(self) -> TensorSet:
+        """A copy with every ground-truth label unknown (a transfer set: only the teacher labels it)."""
+        out = self.subset(torch.arange(len(self)))
+        out.findings.fill_(float("nan"))
+        out.treatments.fill_(float("nan"))
+        out.tumour.fill_(IGNORE_INDEX)
+        out.subtype.fill_(IGNORE_INDEX)
+        out.has_report.fill_(False)
+        return out
+
+    def counts_by_source(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in self.sources:
+            counts[s] = counts.get(s, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Building from a dataset
+
+
+def build_tensorset(
+    items: Sequence[dict],
+    reports: Sequence[dict[str, str] | None],
+    encode: Callable[[str | None, str, str], tuple[list[int], int]],
+    max_len: int,
+    pad_id: int,
+    seed: int = 0,
+) -> TensorSet:
+    """Materialise dataset items (``ReportDataset.__getitem__`` dicts) as a TensorSet.
+
+    ``reports[i]`` maps detail level -> text (None: the item has no report). ``encode(text, detail,
+    modality)`` returns (token ids incl. control tokens and eos, number of leading prompt tokens);
+    ``text`` None gives the prompt alone.
+    """
+    n, levels = len(items), len(DETAIL_LEVELS)
+    ids = torch.full((n, levels, max_len), pad_id, dtype=torch.long)
+    prompt_len = torch.zeros((n, levels), dtype=torch.long)
+    seq_len = torch.zeros((n, levels), dtype=torch.long)
+    has_report = torch.zeros(n, dtype=torch.bool)
+    for i, (item, rep) in enumerate(zip(items, reports, strict=True)):
+        for j, level in enumerate(DETAIL_LEVELS):
+            text = (rep or {}).get(level) or (rep or {}).get("standard")
+            toks, plen = encode(text, level, item["modality"])
+            toks = toks[:max_len]
+            ids[i, j, : len(toks)] = torch.tensor(toks, dtype=torch.long)
+            prompt_len[i, j] = min(plen, max_len)
+            seq_len[i, j] = len(toks)
+        has_report[i] = bool(rep) and bool(seq_len[i].min() > prompt_len[i].max())
+
+    def stack(key, dtype=None):
+        return torch.stack([torch.as_tensor(np.asarray(it[key])) for it in items]).to(dtype)
+
+    rng = np.random.default_rng(seed)
+    return TensorSet(
+        images=stack("image", torch.float16),
+        context=stack("context", torch.float32),
+        findings=stack("findings", torch.float32),
+        tumour=stack("tumour", torch.long),
+        subtype=stack("subtype", torch.long),
+        treatments=stack("treatments", torch.float32),
+        is_ct=torch.tensor([it["modality"] == "CT" for it in items], dtype=torch.bool),
+        ids=ids,
+        prompt_len=prompt_len,
+        seq_len=seq_len,
+        has_report=has_report,
+        fixed_detail=torch.as_tensor(rng.integers(0, levels, size=n), dtype=torch.long),
+        sample_ids=[str(it["id"]) for it in items],
+        sources=[str(it.get("source", "")) for it in items],
+        pad_id=pad_id,
+    )

@@ -1,0 +1,354 @@
+"""The training loop shared by the teacher, the KD student and the no-KD student.
+
+One loop, three uses: what differs is the ``DistillConfig`` (KD weights on or off) and whether the
+training set carries cached teacher columns. The loop is plain PyTorch: AdamW with decoupled weight
+decay, warm-up then cosine/linear decay, gradient clipping, validation every epoch with early
+stopping on the hard-label validation loss, the best weights kept, a JSON-lines log of every loss
+term, and a resumable state (safetensors + JSON) after every epoch. Under DDP each replica sees its
+``DistributedSampler`` shard; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+from torch.utils.data import DistributedSampler
+from tqdm.auto import tqdm
+
+from model.distill import ddp
+from model.distill.config import DistillConfig, TrainConfig
+from model.distill.losses import TERMS, TeacherTargets, distillation_loss
+from model.distill.tensorset import TensorSet
+from model.distill.train_state import has_train_state, load_train_state, save_train_state
+
+LOG_NAME = "train_log.jsonl"
+
+
+class TrainModule(nn.Module):
+    """The model being trained plus, for FitNets, its learned 1x1 hint projection.
+
+    One module so that DDP synchronises the projector's gradients with the model's.
+    """
+
+    def __init__(self, model: nn.Module, projector: nn.Module | None = None):
+        super().__init__()
+        self.model = model
+        self.projector = projector
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        out = self.model(batch["images"], batch["context"], batch["input_ids"], batch["attention_mask"])
+        hint = self.projector(out.features) if self.projector is not None else None
+        return out, hint
+
+
+def make_projector(student_channels: int, teacher_channels: int) -> nn.Module:
+    """FitNets regressor: 1x1 conv student -> teacher channels (Romero et al. 2015)."""
+    return nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
+
+
+def lr_lambda(total_steps: int, cfg: TrainConfig) -> Callable[[int], float]:
+    """Multiplier of the peak lr at a step: linear warm-up, then cosine / linear / constant decay."""
+    warmup = max(1, int(round(cfg.warmup_frac * total_steps)))
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if cfg.schedule == "cosine":
+            decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+        elif cfg.schedule == "linear":
+            decay = 1.0 - progress
+        else:
+            decay = 1.0
+        return cfg.min_lr_frac + (1.0 - cfg.min_lr_frac) * decay
+
+    return f
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay matrices/convs; no decay on biases, norms and embeddings (common practice)."""
+    no_decay_ids: set[int] = set()
+    for m in module.modules():
+        if isinstance(m, nn.Embedding | nn.LayerNorm | nn.BatchNorm2d | nn.GroupNorm):
+            no_decay_ids.update(id(p) for p in m.parameters(recurse=False))
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or id(p) in no_decay_ids else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve by the rank-sum (Mann-Whitney) formula, ties averaged; NaN if one class."""
+    labels = labels.astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module, data: TensorSet, dcfg: DistillConfig, batch_size: int = 64
+) -> dict[str, float]:
+    """Hard-label losses (no KD, so teacher and students are scored alike) + quick head metrics."""
+    was_training = model.training
+    model.eval()
+    sup = dcfg.without_kd()
+    sums: dict[str, float] = {}
+    n_batches = 0
+    f_scores, f_labels, t_pred, t_true = [], [], [], []
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)))
+        b = data.batch(idx)
+        out = model(b["images"], b["context"], b["input_ids"], b["attention_mask"])
+        terms = distillation_loss(out, None, b, sup)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n_batches += 1
+        f_scores.append(torch.sigmoid(out.findings_logits).numpy())
+        f_labels.append(b["findings"].numpy())
+        t_pred.append(out.tumour_logits.argmax(-1).numpy())
+        t_true.append(b["tumour"].numpy())
+    model.train(was_training)
+    metrics = {f"val_{k}": v / max(1, n_batches) for k, v in sums.items() if k in TERMS or k == "total"}
+    scores, labels = np.concatenate(f_scores), np.concatenate(f_labels)
+    aucs = []
+    for c in range(scores.shape[1]):
+        known = ~np.isnan(labels[:, c])
+        a = auroc(scores[known, c], labels[known, c]) if known.any() else float("nan")
+        if not math.isnan(a):
+            aucs.append(a)
+    metrics["val_findings_macro_auroc"] = float(np.mean(aucs)) if aucs else float("nan")
+    pred, true = np.concatenate(t_pred), np.concatenate(t_true)
+    known = true != -100
+    metrics["val_tumour_accuracy"] = (
+        float((pred[known] == true[known]).mean()) if known.any() else float("nan")
+    )
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_metrics: dict[str, float]
+    steps: int
+    epochs_run: int
+    stopped_early: bool
+    wall_s: float
+    history: list[dict] = field(default_factory=list)  # validation lines
+
+
+def _teacher_targets(b: dict[str, torch.Tensor]) -> TeacherTargets | None:
+    if "t_findings_logits" not in b:
+        return None
+    return TeacherTargets(
+        findings_logits=b["t_findings_logits"],
+        tumour_logits=b["t_tumour_logits"],
+        subtype_logits=b.get("t_subtype_logits"),
+        treatment_logits=b["t_treatment_logits"],
+        features=b.get("t_features"),
+        token_topk_index=b.get("t_topk_index"),
+        token_topk_logits=b.get("t_topk_logits"),
+    )
+
+
+def fit(
+    model: nn.Module,
+    train: TensorSet,
+    val: TensorSet,
+    tcfg: TrainConfig,
+    dcfg: DistillConfig,
+    run_dir: Path,
+    env: ddp.DistEnv | None = None,
+    projector: nn.Module | None = None,
+    resume: bool = False,
+    stage: str = "joint",
+    trainable: Callable[[str], bool] | None = None,
+    lr: float | None = None,
+    epochs: int | None = None,
+    show_progress: bool = True,
+) -> FitResult:
+    """Train ``model`` in place; on return it holds the best validation weights.
+
+    ``trainable(name)`` freezes parameters it rejects (the per-task fine-tuning stage trains heads
+    only). ``stage`` names the log lines and the resumable state (one per stage).
+    """
+    env = env or ddp.DistEnv()
+    run_dir = Path(run_dir)
+    state_dir = run_dir / f"stage_{stage}"
+    epochs = tcfg.epochs if epochs is None else epochs
+    torch.manual_seed(tcfg.seed + env.rank)  # dropout differs per replica; weights are broadcast
+    if trainable is not None:
+        for name, p in model.named_parameters():
+            p.requires_grad_(trainable(name))
+    module = TrainModule(model, projector)
+    dmodule = ddp.wrap(module, env)
+    optimizer = torch.optim.AdamW(param_groups(module, tcfg.weight_decay), lr=lr or tcfg.lr)
+    sampler = DistributedSampler(
+        range(len(train)), num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=tcfg.seed
+    )
+    steps_per_epoch = math.ceil(len(sampler) / tcfg.batch_size)
+    total_steps = epochs * steps_per_epoch
+    if tcfg.max_steps is not None and stage == "joint":
+        total_steps = min(total_steps, tcfg.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, tcfg))
+
+    progress = {
+        "epoch": 0,
+        "step": 0,
+        "step_in_epoch": 0,
+        "best_val": None,
+        "best_epoch": -1,
+        "bad_epochs": 0,
+    }
+    history: list[dict] = []
+    if resume and has_train_state(state_dir):
+        progress = load_train_state(state_dir, module, optimizer, scheduler)
+        history = progress.pop("history", [])
+    best_path = state_dir / "best.safetensors"
+    log_path = run_dir / LOG_NAME
+    t0 = time.perf_counter()
+    step = progress["step"]
+    stopped_early = progress.get("stopped_early", False)
+    pbar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc=f"{run_dir.name}:{stage}",
+        disable=not (env.is_main and show_progress),
+        dynamic_ncols=True,
+    )
+    epoch = progress["epoch"]
+    while epoch < epochs and step < total_steps and not stopped_early:
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        detail = train.detail_for_epoch(epoch, tcfg.seed)
+        skip = progress["step_in_epoch"]  # resuming mid-epoch: the order is deterministic, skip done batches
+        dmodule.train()
+        for bi in range(skip, steps_per_epoch):
+            if step >= total_steps:
+                break
+            idx = order[bi * tcfg.batch_size : (bi + 1) * tcfg.batch_size]
+            b = train.batch(idx, detail)
+            out, hint = dmodule(b)
+            terms = distillation_loss(
+                out,
+                _teacher_targets(b),
+                b,
+                dcfg,
+                hint_projector=(lambda _f, h=hint: h) if hint is not None else None,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            gnorm = None
+            if tcfg.grad_clip > 0:
+                gnorm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), tcfg.grad_clip))
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            progress["step_in_epoch"] = bi + 1
+            if step % tcfg.log_every == 0 or step == total_steps or bi == steps_per_epoch - 1:
+                vals = ddp.all_reduce_mean({k: float(v.detach()) for k, v in terms.items()}, env)
+                if env.is_main:
+                    line = {
+                        "stage": stage,
+                        "split": "train",
+                        "epoch": epoch,
+                        "step": step,
+                        "lr": scheduler.get_last_lr()[0],
+                    }
+                    line.update({k: round(v, 6) for k, v in vals.items()})
+                    if gnorm is not None:
+                        line["grad_norm"] = round(gnorm, 4)
+                    _append_jsonl(log_path, line)
+                    pbar.set_postfix(
+                        {
+                            k: f"{vals[k]:.3f}"
+                            for k in ("total", "ce_report", "bce_findings", "kd_tokens")
+                            if vals.get(k)
+                        }
+                    )
+            pbar.update(1)
+        epoch_done = progress["step_in_epoch"] >= steps_per_epoch
+        if not epoch_done and step < total_steps:
+            break  # nothing left to do in this epoch (should not happen)
+        metrics = validate(model, val, dcfg)
+        line = {"stage": stage, "split": "val", "epoch": epoch, "step": step}
+        line.update({k: round(v, 6) for k, v in metrics.items()})
+        history.append(line)
+        score = metrics["val_total"]
+        if progress["best_val"] is None or score < progress["best_val"] - 1e-6:
+            progress.update(best_val=score, best_epoch=epoch, bad_epochs=0)
+            if env.is_main:
+                state_dir.mkdir(parents=True, exist_ok=True)
+                save_model(model, str(best_path))
+        else:
+            progress["bad_epochs"] += 1
+            stopped_early = progress["bad_epochs"] >= tcfg.patience
+        if epoch_done:  # else the budget ended mid-epoch: keep the position so --resume continues there
+            epoch += 1
+            progress["step_in_epoch"] = 0
+        progress.update(epoch=epoch, step=step, stopped_early=stopped_early)
+        if env.is_main:
+            _append_jsonl(log_path, line)
+            if show_progress:
+                tqdm.write(
+                    f"[{stage}] epoch {line['epoch']}: "
+                    + ", ".join(f"{k[4:]}={v:.4f}" for k, v in metrics.items())
+                )
+            save_train_state(state_dir, module, optimizer, scheduler, {**progress, "history": history})
+        ddp.barrier(env)
+    pbar.close()
+    ddp.barrier(env)
+    if best_path.is_file():
+        load_model(model, str(best_path))
+    if trainable is not None:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    best = next((h for h in history if h["epoch"] == progress["best_epoch"]), history[-1] if history else {})
+    return FitResult(
+        best_epoch=progress["best_epoch"],
+        best_metrics={k: v for k, v in best.items() if k.startswith("val_")},
+        steps=step,
+        epochs_run=epoch,
+        stopped_early=stopped_early,
+        wall_s=time.perf_counter() - t0,
+        history=history,
+    )
+
+
+def _append_jsonl(path: Path, line: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(line) + "\n")
