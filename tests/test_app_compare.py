@@ -1,0 +1,145 @@
+"""AppTest (headless Streamlit) for the Compare page: samples, uploads, controls, overlays, bad files."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from model.types import DISCLAIMER
+
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory):
+    from components.model_store import build_demo_checkpoints
+
+    d = tmp_path_factory.mktemp("ckpt")
+    build_demo_checkpoints(d)
+    return d
+
+
+@pytest.fixture
+def app(ckpt_dir, monkeypatch):
+    """A fresh AppTest on tiny checkpoints, with Streamlit's process-wide caches cleared."""
+    monkeypatch.setenv("MEDDISTILL_CHECKPOINTS", str(ckpt_dir))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file("app.py", default_timeout=TIMEOUT)
+    yield at
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def _png(seed: int = 0, size: int = 96) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = (rng.random((size, size)) * 80 + 60).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _html_bodies(at) -> list[str]:
+    return [e.proto.body for e in at.get("html")]
+
+
+def _reports(at) -> list[str]:
+    return [b for b in _html_bodies(at) if "md-report" in b]
+
+
+def _overlay_captions(at) -> list[str]:
+    caps = []
+    for e in at.get("imgs"):
+        caps.extend(img.caption for img in e.proto.imgs)
+    return [c for c in caps if "score" in c]
+
+
+def _all_text(at) -> str:
+    parts = [m.value for m in at.markdown] + [w.value for w in at.warning] + [e.value for e in at.error]
+    parts += [c.value for c in at.caption] + [i.value for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_compare_default_sample_renders_both_reports_and_overlays(app):
+    app.run()
+    assert not app.exception
+    assert DISCLAIMER in [w.value for w in app.warning]
+    assert len(_reports(app)) == 2
+    assert len(_overlay_captions(app)) == 2
+    assert any("Teacher" in h.value for h in app.subheader)
+    assert any("Student" in h.value for h in app.subheader)
+
+
+def test_upload_png_then_controls_update(app):
+    app.run()
+    app.file_uploader(key="cmp_upload").set_value(("my_upload.png", _png(1), "image/png")).run()
+    assert not app.exception
+    assert app.selectbox(key="cmp_study").value.startswith("upload:my_upload.png")
+    before = _reports(app)
+    assert len(before) == 2 and len(_overlay_captions(app)) == 2
+    # report controls apply at once, without re-uploading
+    app.sidebar.select_slider(key="rc_detail").set_value("brief").run()
+    app.sidebar.slider(key="rc_max_tokens").set_value(16).run()
+    app.sidebar.radio(key="rc_decoding").set_value("beam").run()
+    assert not app.exception
+    app.sidebar.slider(key="rc_beams").set_value(2).run()
+    app.sidebar.radio(key="rc_decoding").set_value("sample").run()
+    app.sidebar.slider(key="rc_temperature").set_value(1.5).run()
+    assert not app.exception
+    assert len(_reports(app)) == 2
+    # CAM controls: opacity and target
+    app.slider(key="cam_alpha").set_value(0.8).run()
+    target = next(s for s in app.selectbox if s.key and s.key.startswith("cam_target_"))
+    target.set_value("finding:nodule").run()
+    assert not app.exception
+    assert len(_overlay_captions(app)) == 2
+
+
+def test_bad_upload_shows_loader_message_and_app_keeps_working(app):
+    app.run()
+    app.file_uploader(key="cmp_upload").set_value(("broken.png", b"definitely not an image", "image/png")).run()
+    assert not app.exception
+    errors = [e.value for e in app.error]
+    assert any("broken.png" in e for e in errors)
+    # the page still works: the default sample is still shown with both reports
+    assert len(_reports(app)) == 2
+    # and a good upload afterwards works too
+    app.file_uploader(key="cmp_upload").set_value(
+        [("broken.png", b"definitely not an image", "image/png"), ("ok.png", _png(2), "image/png")]
+    ).run()
+    assert not app.exception
+    assert app.selectbox(key="cmp_study").value.startswith("upload:ok.png")
+
+
+def test_dicom_sample_window_presets_and_no_identifiers(app):
+    from components.samples import list_samples
+
+    if "pydicom_ct_small" not in list_samples():
+        pytest.skip("pydicom test data not installed")
+    app.run()
+    app.selectbox(key="cmp_study").set_value("sample:pydicom_ct_small").run()
+    assert not app.exception
+    window = app.selectbox(key="cmp_view_window")
+    window.set_value(window.options[-1]).run()
+    assert not app.exception
+    text = _all_text(app) + "\n".join(str(t.value) for t in app.table)
+    assert "CompressedSamples" not in text  # CT_small.dcm's PatientName
+    assert len(_reports(app)) == 2
+
+
+def test_phantom_sample_shows_ground_truth(app):
+    from components.samples import list_samples
+
+    samples = [s for s in list_samples() if s.startswith("cxr_")]
+    if not samples:
+        pytest.skip("no phantom samples shipped yet")
+    app.run()
+    app.selectbox(key="cmp_study").set_value(f"sample:{samples[0]}").run()
+    assert not app.exception
+    assert any("Ground truth" in h.value for h in app.subheader)
