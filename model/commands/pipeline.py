@@ -1,0 +1,265 @@
+"""`meddistill pipeline`: the whole default pipeline in one command.
+
+generate data -> train the teacher -> distil the KD student -> train the no-KD student (same
+labelled subset, same step budget) -> evaluate -> (with --install) copy the checkpoints into
+assets/checkpoints/{teacher,student,student_nokd}/. Wall time of every stage goes to
+OUT/pipeline.json. Sized to finish in well under 90 minutes on a 2-core CPU (see PROFILES).
+
+  meddistill pipeline --out runs/default --install
+  meddistill pipeline --out runs/fast --fast           (a few minutes: smoke test of every stage)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from model.distill.config import DistillConfig, TrainConfig
+from model.distill.data_plan import DataConfig, resolve_real_root
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "checkpoints"
+
+#: sizing profiles; "default" was sized from measured teacher throughput on the 2-core CPU
+PROFILES: dict[str, dict] = {
+    "default": {
+        "n_cxr": 1800,  # phantom chest X-rays (all splits)
+        "n_ct": 1000,  # phantom CT slices (all splits)
+        "image_size": 128,
+        "teacher_arch": "teacher-resnet50",
+        "student_arch": "student-mnv3",
+        "teacher_epochs": 6,
+        "student_epochs": 10,
+        "labelled_frac": 0.3,  # students' labelled subset; the rest is the KD student's transfer set
+        "max_per_source": None,
+        "teacher_lr": 1e-3,
+        "student_lr": 2e-3,
+        "batch_size": 32,
+    },
+    "fast": {
+        "n_cxr": 160,
+        "n_ct": 80,
+        "image_size": 64,
+        "teacher_arch": "teacher-resnet50",
+        "student_arch": "student-mnv3",
+        "teacher_epochs": 1,
+        "student_epochs": 2,
+        "labelled_frac": 0.3,
+        "max_per_source": 60,
+        "teacher_lr": 1e-3,
+        "student_lr": 2e-3,
+        "batch_size": 16,
+    },
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/default", help="run folder (data, checkpoints, pipeline.json)")
+    p.add_argument("--fast", action="store_true", help="tiny sizes: a smoke test of every stage")
+    p.add_argument("--install", action="store_true", help="copy the checkpoints into assets/checkpoints/")
+    p.add_argument("--real-data", default=None, help="real sets root (default: ../shared/data when present)")
+    p.add_argument("--no-real", action="store_true", help="phantoms only")
+    p.add_argument("--reuse", action="store_true", help="skip stages whose output already exists in OUT")
+    p.add_argument(
+        "--only", nargs="*", default=None, help="run only these stages (data teacher student nokd evaluate)"
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a profile entry")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _profile(args) -> dict:
+    prof = dict(PROFILES["fast" if args.fast else "default"])
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        if key not in prof:
+            raise SystemExit(f"unknown profile key {key!r}; known: {', '.join(prof)}")
+        old = prof[key]
+        prof[key] = value if isinstance(old, str) else (None if value == "None" else type(old or 0)(value))
+    return prof
+
+
+def _checkpoint_done(path: Path) -> bool:
+    return (path / "card.json").is_file() or (path / "model_card.json").is_file()
+
+
+def main(args) -> int:
+    from model.commands.train import resolve_preset
+    from model.distill.recipes import distill_student, train_supervised
+
+    prof = _profile(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    data_dir = out / "data"
+    ckpt = {"teacher": out / "teacher", "student": out / "student", "student_nokd": out / "student_nokd"}
+    record: dict = {
+        "command": " ".join(["meddistill", *sys.argv[1:]]),
+        "profile": prof,
+        "machine": {
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+            "python": sys.version.split()[0],
+        },
+        "stages": {},
+    }
+    doc_path = out / "pipeline.json"
+
+    def save():
+        doc_path.write_text(json.dumps(record, indent=2, default=str))
+
+    def stage(name: str, fn, skip: bool = False):
+        if args.only is not None and name not in args.only:
+            return None
+        if skip:
+            record["stages"][name] = {"skipped": "output exists (--reuse)"}
+            save()
+            return None
+        print(f"\n=== pipeline stage: {name} ===", flush=True)
+        t0 = time.perf_counter()
+        result = fn()
+        record["stages"][name] = {"wall_s": round(time.perf_counter() - t0, 1), **(result or {})}
+        save()
+        return result
+
+    t_all = time.perf_counter()
+    stage(
+        "data",
+        lambda: _generate(data_dir, prof, args.seed),
+        skip=args.reuse and (data_dir / "annotation.json").is_file(),
+    )
+
+    data = DataConfig(
+        data_dir=str(data_dir),
+        real_root=resolve_real_root(args.real_data, not args.no_real),
+        image_size=prof["image_size"],
+        max_len=64,
+        max_per_source=prof["max_per_source"],
+        seed=args.seed,
+    )
+    base = TrainConfig(
+        batch_size=prof["batch_size"], seed=args.seed, image_size=prof["image_size"], threads=args.threads
+    )
+    show = not args.quiet
+
+    def teacher():
+        card = train_supervised(
+            resolve_preset(prof["teacher_arch"]),
+            data,
+            replace(base, epochs=prof["teacher_epochs"], lr=prof["teacher_lr"]),
+            ckpt["teacher"],
+            role="teacher",
+            show_progress=show,
+        )
+        return _summary(card)
+
+    stage("teacher", teacher, skip=args.reuse and _checkpoint_done(ckpt["teacher"]))
+
+    student_data = replace(data, labelled_frac=prof["labelled_frac"])
+    student_tcfg = replace(base, epochs=prof["student_epochs"], lr=prof["student_lr"])
+
+    def student():
+        card = distill_student(
+            resolve_preset(prof["student_arch"]),
+            ckpt["teacher"],
+            student_data,
+            student_tcfg,
+            DistillConfig(),
+            ckpt["student"],
+            show_progress=show,
+        )
+        return _summary(card)
+
+    stage("student", student, skip=args.reuse and _checkpoint_done(ckpt["student"]))
+
+    def nokd():
+        # same labelled subset, same optimiser-step budget as the KD student
+        kd_card = json.loads(_card_path(ckpt["student"]).read_text())
+        budget = sum(s["steps"] for s in kd_card["training"]["stages"].values())
+        card = train_supervised(
+            resolve_preset(prof["student_arch"]),
+            student_data,
+            replace(student_tcfg, epochs=10_000, max_steps=budget),
+            ckpt["student_nokd"],
+            role="student_nokd",
+            tokenizer_from=ckpt["teacher"],
+            show_progress=show,
+        )
+        return _summary(card) | {"step_budget": budget}
+
+    stage("nokd", nokd, skip=args.reuse and _checkpoint_done(ckpt["student_nokd"]))
+    stage("evaluate", lambda: _evaluate(ckpt, data_dir, out))
+    if args.install:
+        stage("install", lambda: _install(ckpt))
+    record["total_wall_s"] = round(time.perf_counter() - t_all, 1)
+    save()
+    print(json.dumps({k: v.get("wall_s") for k, v in record["stages"].items()}, indent=1))
+    print(f"total {record['total_wall_s'] / 60:.1f} min; record in {doc_path}")
+    return 0
+
+
+def _card_path(d: Path) -> Path:
+    for name in ("card.json", "model_card.json"):
+        if (d / name).is_file():
+            return d / name
+    raise FileNotFoundError(f"no model card in {d}")
+
+
+def _summary(card: dict) -> dict:
+    return {
+        "parameters": card["parameters"],
+        "arch": card["arch"],
+        "validation": card["metrics"]["validation"],
+        "train_stages": card["training"]["stages"],
+    }
+
+
+def _generate(data_dir: Path, prof: dict, seed: int) -> dict:
+    from model.cli import main as cli
+
+    argv = [
+        "generate-data",
+        "--out",
+        str(data_dir),
+        "--n-cxr",
+        str(prof["n_cxr"]),
+        "--n-ct",
+        str(prof["n_ct"]),
+    ]
+    argv += ["--seed", str(seed)]
+    rc = cli(argv)
+    if rc:
+        raise SystemExit(f"generate-data failed ({rc})")
+    return {"n_cxr": prof["n_cxr"], "n_ct": prof["n_ct"]}
+
+
+def _evaluate(ckpt: dict[str, Path], data_dir: Path, out: Path) -> dict:
+    try:
+        from model.evaluate.run import evaluate
+    except ImportError as err:
+        return {"skipped": f"model.evaluate.run not available yet ({err})"}
+    result = evaluate({k: v for k, v in ckpt.items()}, data_dir, out / "eval")
+    return {"out": str(out / "eval"), "summary": result if isinstance(result, dict) else None}
+
+
+def _install(ckpt: dict[str, Path]) -> dict:
+    """Copy checkpoint files (not the resumable training state) into assets/checkpoints/NAME/."""
+    copied = {}
+    for name, src in ckpt.items():
+        dst = ASSETS / name
+        if dst.exists():
+            shutil.rmtree(dst)
+        dst.mkdir(parents=True)
+        for f in src.iterdir():
+            if f.is_file():
+                shutil.copy2(f, dst / f.name)
+        copied[name] = sorted(p.name for p in dst.iterdir())
+    return {"installed": copied}

@@ -1,0 +1,395 @@
+"""The three training recipes behind the CLI: teacher, no-KD student (ground truth only), KD student.
+
+``train_supervised`` trains any architecture from ground truth; ``distill_student`` trains a student
+from a teacher checkpoint on a labelled subset plus a teacher-labelled transfer set. Both end the
+same way: best weights, OOD statistics on the validation images, a model card that records exactly
+which data the checkpoint saw, and ``train_log.jsonl`` beside the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from model.distill import ddp
+from model.distill.config import DistillConfig, TrainConfig
+from model.distill.data_plan import DataConfig, cap_per_source, describe, split_labelled
+from model.distill.teacher_cache import cache_teacher_outputs
+from model.distill.tensorset import TensorSet, build_tensorset
+from model.distill.trainer import LOG_NAME, FitResult, fit, make_projector
+from model.types import DETAIL_LEVELS, DISCLAIMER
+
+HEAD_PREFIXES = ("heads.", "findings_head", "tumour_head", "subtype_head", "treatment_head")
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def load_samples(cfg: DataConfig, split: str) -> list:
+    """Samples of one split from the phantom dataset and, when configured, the real sets."""
+    from model.data.sources import build_sources
+
+    out = []
+    for source in build_sources(cfg.data_dir, cfg.real_root):
+        out += source.samples(split)
+    return cap_per_source(out, cfg.max_per_source)
+
+
+def report_encoder(tokenizer, max_len: int):
+    """``encode(text, detail, modality) -> (ids, prompt_len)``: the model side's sequence format."""
+    from model.networks import encode_report
+
+    def encode(text: str | None, detail: str, modality: str) -> tuple[list[int], int]:
+        return encode_report(tokenizer, text, detail=detail, modality=modality, max_len=max_len)
+
+    return encode
+
+
+def to_tensorset(samples: list, tokenizer, cfg: DataConfig, seed: int) -> TensorSet:
+    """Load, resize and tokenise every sample once (see tensorset.py for why)."""
+    from model.data.dataset import ReportDataset
+
+    ds = ReportDataset(samples, cfg.image_size, detail="standard", seed=seed)
+    items = [ds[i] for i in range(len(ds))]
+    for item, s in zip(items, samples, strict=True):
+        item.setdefault("source", s.source)
+    reports = []
+    for s in samples:
+        if s.report_origin == "none" or not (s.reports or s.report):
+            reports.append(None)
+        else:
+            reports.append(dict(s.reports) if s.reports else {lvl: s.report for lvl in DETAIL_LEVELS})
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return build_tensorset(items, reports, report_encoder(tokenizer, cfg.max_len), cfg.max_len, pad_id, seed)
+
+
+def training_texts(samples: list) -> list[str]:
+    """Every report text of the training samples (the tokenizer's corpus)."""
+    texts = []
+    for s in samples:
+        if s.reports:
+            texts += [t for t in s.reports.values() if t]
+        elif s.report:
+            texts.append(s.report)
+    return texts
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared ending
+
+
+def _is_head(name: str) -> bool:
+    return any(p in name for p in ("head",))
+
+
+def finetune_heads(
+    model, train: TensorSet, val: TensorSet, tcfg: TrainConfig, dcfg: DistillConfig, run_dir, env
+):
+    """Optional per-task stage: freeze encoder + decoder, train the task heads at a lower lr."""
+    return fit(
+        model,
+        train,
+        val,
+        tcfg,
+        dcfg,
+        run_dir,
+        env=env,
+        stage="finetune",
+        trainable=_is_head,
+        lr=tcfg.lr * tcfg.finetune_lr_frac,
+        epochs=tcfg.finetune_epochs,
+    )
+
+
+def _ood_extras(model, val: TensorSet) -> dict[str, torch.Tensor]:
+    """Mahalanobis statistics of pooled features on the validation images (for Prediction.ood_score)."""
+    from model.inference import fit_ood_stats
+
+    images = val.images.float()
+    return fit_ood_stats(model, images, val.context)
+
+
+def _fit_summary(r: FitResult) -> dict:
+    return {
+        "best_epoch": r.best_epoch,
+        "steps": r.steps,
+        "epochs_run": r.epochs_run,
+        "stopped_early": r.stopped_early,
+        "wall_s": round(r.wall_s, 1),
+    }
+
+
+def _finish(
+    model,
+    tokenizer,
+    out_dir: Path,
+    card: dict,
+    val: TensorSet,
+    env: ddp.DistEnv,
+) -> Path:
+    """OOD stats + checkpoint + log beside it (rank 0 only)."""
+    from model.checkpoints import save_checkpoint
+
+    if not env.is_main:
+        return out_dir
+    model.eval()
+    extras = _ood_extras(model, val)
+    card["disclaimer"] = DISCLAIMER
+    save_checkpoint(out_dir, model, tokenizer, card, extras)
+    return out_dir
+
+
+def _command_line() -> str:
+    return " ".join(["meddistill", *sys.argv[1:]]) if sys.argv else ""
+
+
+def _build(model_cfg, vocab_size: int, dropout: float | None):
+    from model.networks import build_model
+
+    changes = {"vocab_size": vocab_size}
+    if dropout is not None:
+        changes["dropout"] = dropout
+    cfg = dataclasses.replace(model_cfg, **changes)
+    return build_model(cfg), cfg
+
+
+def _n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipes
+
+
+def train_supervised(
+    model_cfg,
+    data: DataConfig,
+    tcfg: TrainConfig,
+    out_dir: Path,
+    *,
+    role: str = "teacher",
+    tokenizer_from: Path | None = None,
+    resume: bool = False,
+    env: ddp.DistEnv | None = None,
+    show_progress: bool = True,
+) -> dict:
+    """Train from ground truth only (the teacher, or the no-KD student baseline); returns the card."""
+    env = env or ddp.DistEnv()
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    train_all = load_samples(data, "train")
+    labelled, _ = split_labelled(train_all, data.labelled_frac, data.seed)
+    val_samples = load_samples(data, "val")
+    tokenizer, tok_origin = _tokenizer(labelled, tokenizer_from)
+    torch.manual_seed(tcfg.seed)
+    model, cfg = _build(model_cfg, len(tokenizer), tcfg.dropout)
+    train_set = to_tensorset(labelled, tokenizer, data, tcfg.seed)
+    val_set = to_tensorset(val_samples, tokenizer, data, tcfg.seed + 1)
+    dcfg = DistillConfig().without_kd()
+    if env.is_main and not resume:
+        _reset_log(out_dir)
+    result = fit(
+        model, train_set, val_set, tcfg, dcfg, out_dir, env=env, resume=resume, show_progress=show_progress
+    )
+    stages = {"joint": _fit_summary(result)}
+    if tcfg.finetune_epochs > 0:
+        ft = finetune_heads(model, train_set, val_set, tcfg, dcfg, out_dir, env)
+        stages["finetune"] = _fit_summary(ft)
+        result = ft if ft.best_metrics else result
+    card = {
+        "model_id": role,
+        "role": role,
+        "arch": cfg.arch_name,
+        "model_config": dataclasses.asdict(cfg),
+        "parameters": _n_params(model),
+        "training": {
+            "recipe": "supervised (ground truth only, no teacher)",
+            "command": _command_line(),
+            "train_config": tcfg.to_dict(),
+            "loss_config": dcfg.to_dict(),
+            "data_config": data.to_dict(),
+            "tokenizer": tok_origin,
+            "data": {"labelled": describe(labelled), "transfer": None, "val": describe(val_samples)},
+            "stages": stages,
+            "ddp_world_size": env.world_size,
+            "wall_s": round(time.perf_counter() - t0, 1),
+        },
+        "metrics": {"validation": result.best_metrics},
+    }
+    if role == "student_nokd":
+        card["training"]["fair_comparison"] = (
+            "Same labelled subset as the KD student (same seed and labelled_frac), same optimiser-step "
+            "budget, no teacher, no transfer set."
+        )
+    _finish(model, tokenizer, out_dir, card, val_set, env)
+    return card
+
+
+def distill_student(
+    student_cfg,
+    teacher_dir: Path,
+    data: DataConfig,
+    tcfg: TrainConfig,
+    dcfg: DistillConfig,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    env: ddp.DistEnv | None = None,
+    show_progress: bool = True,
+) -> dict:
+    """Train a student from a teacher checkpoint: labelled subset + teacher-labelled transfer set."""
+    from model.checkpoints import load_checkpoint
+
+    env = env or ddp.DistEnv()
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    teacher, tokenizer, teacher_card, _ = load_checkpoint(teacher_dir)
+    teacher.eval()
+    train_all = load_samples(data, "train")
+    labelled, rest = split_labelled(train_all, data.labelled_frac, data.seed)
+    val_samples = load_samples(data, "val")
+    torch.manual_seed(tcfg.seed)
+    student, cfg = _build(student_cfg, len(tokenizer), tcfg.dropout)
+    lab_set = to_tensorset(labelled, tokenizer, data, tcfg.seed)
+    parts = [lab_set]
+    transfer_note = None
+    t_cache = time.perf_counter()
+    if rest:
+        transfer = to_tensorset(rest, tokenizer, data, tcfg.seed + 2).strip_labels()
+        if dcfg.sequence_kd:
+            decode_transfer_reports(
+                teacher, tokenizer, transfer, data, show_progress=show_progress and env.is_main
+            )
+        parts.append(transfer)
+        transfer_note = describe(rest) | {
+            "labels": "removed; soft labels from the teacher (cached logits, top-k token distributions, pooled features)",
+            "reports": "teacher's greedy-decoded reports (sequence-level KD, Kim & Rush 2016)"
+            if dcfg.sequence_kd
+            else "none (token-level KD on the prompt only)",
+        }
+    train_set = TensorSet.concat(parts) if len(parts) > 1 else lab_set
+    cache_teacher_outputs(teacher, train_set, dcfg, show_progress=show_progress and env.is_main)
+    cache_s = time.perf_counter() - t_cache
+    val_set = to_tensorset(val_samples, tokenizer, data, tcfg.seed + 1)
+    projector = None
+    if dcfg.w_hint > 0:
+        projector = make_projector(student.hint_channels, teacher.hint_channels)
+    del teacher
+    if env.is_main and not resume:
+        _reset_log(out_dir)
+    result = fit(
+        student,
+        train_set,
+        val_set,
+        tcfg,
+        dcfg,
+        out_dir,
+        env=env,
+        projector=projector,
+        resume=resume,
+        show_progress=show_progress,
+    )
+    stages = {"joint": _fit_summary(result)}
+    if tcfg.finetune_epochs > 0:
+        ft = finetune_heads(student, train_set, val_set, tcfg, dcfg, out_dir, env)
+        stages["finetune"] = _fit_summary(ft)
+        result = ft if ft.best_metrics else result
+    card = {
+        "model_id": "student",
+        "role": "student",
+        "arch": cfg.arch_name,
+        "model_config": dataclasses.asdict(cfg),
+        "parameters": _n_params(student),
+        "training": {
+            "recipe": "knowledge distillation from the teacher (labelled subset + teacher-labelled transfer set)",
+            "command": _command_line(),
+            "teacher": {
+                "dir": str(teacher_dir),
+                "arch": teacher_card.get("arch"),
+                "parameters": teacher_card.get("parameters"),
+                "weights_sha256": teacher_card.get("weights_sha256") or teacher_card.get("sha256"),
+            },
+            "train_config": tcfg.to_dict(),
+            "distill_config": dcfg.to_dict(),
+            "data_config": data.to_dict(),
+            "tokenizer": f"the teacher's ({teacher_dir}): token-level KD needs one vocabulary",
+            "data": {"labelled": describe(labelled), "transfer": transfer_note, "val": describe(val_samples)},
+            "teacher_cache_s": round(cache_s, 1),
+            "stages": stages,
+            "ddp_world_size": env.world_size,
+            "wall_s": round(time.perf_counter() - t0, 1),
+        },
+        "metrics": {"validation": result.best_metrics},
+    }
+    _finish(student, tokenizer, out_dir, card, val_set, env)
+    return card
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces
+
+
+def _tokenizer(samples: list, tokenizer_from: Path | None):
+    """The teacher's tokenizer when given (students), else a new one from these training reports."""
+    if tokenizer_from is not None:
+        from model.checkpoints import load_tokenizer
+
+        return load_tokenizer(
+            tokenizer_from
+        ), f"reused from {tokenizer_from} (one vocabulary with the teacher)"
+    from model.networks import build_tokenizer
+
+    return build_tokenizer(training_texts(samples)), "built from this run's training reports"
+
+
+def _reset_log(out_dir: Path) -> None:
+    log = Path(out_dir) / LOG_NAME
+    if log.exists():
+        log.unlink()
+    for stage_dir in Path(out_dir).glob("stage_*"):
+        shutil.rmtree(stage_dir)
+
+
+@torch.no_grad()
+def decode_transfer_reports(
+    teacher, tokenizer, data: TensorSet, cfg: DataConfig, show_progress: bool = True
+) -> None:
+    """Sequence-level KD: replace each transfer item's report with the teacher's greedy decode.
+
+    The item keeps its (seeded) detail level; the decoded ids become its sequence and targets.
+    """
+    from model.networks import generate_ids
+
+    encode = report_encoder(tokenizer, cfg.max_len)
+    bs = 32
+    for start in range(0, len(data), bs):
+        idx = torch.arange(start, min(start + bs, len(data)))
+        b = data.batch(idx)
+        details = [DETAIL_LEVELS[int(d)] for d in b["detail"]]
+        modalities = ["CT" if c else "CXR" for c in b["is_ct"].tolist()]
+        texts = generate_ids(teacher, tokenizer, b["images"], b["context"], details, modalities, cfg.max_len)
+        for row, i in enumerate(idx.tolist()):
+            d = int(data.fixed_detail[i])
+            toks, plen = encode(texts[row], DETAIL_LEVELS[d], modalities[row])
+            toks = toks[: cfg.max_len]
+            data.ids[i, d].fill_(data.pad_id)
+            data.ids[i, d, : len(toks)] = torch.tensor(toks)
+            data.prompt_len[i, d] = plen
+            data.seq_len[i, d] = len(toks)
+            data.has_report[i] = True
+    data.detail_mode = "fixed"
+
+
+def write_json(path: Path, doc: dict) -> None:
+    Path(path).write_text(json.dumps(doc, indent=2, default=str))

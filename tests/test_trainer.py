@@ -1,0 +1,168 @@
+"""The training loop: logs, resume, determinism, the optimizer state round trip, AUROC, KD path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_model
+from tiny_training import tiny_model, tiny_tensorset
+
+from model.distill.config import DistillConfig, TrainConfig
+from model.distill.teacher_cache import cache_teacher_outputs, load_teacher_cache, save_teacher_cache
+from model.distill.train_state import flatten_optimizer_state, unflatten_optimizer_state
+from model.distill.trainer import LOG_NAME, auroc, fit, lr_lambda, make_projector
+
+torch.set_num_threads(1)
+
+
+def _train(tmp, seed=0, **kw):
+    torch.manual_seed(seed)
+    model, _ = tiny_model()
+    tcfg = TrainConfig(**({"epochs": 2, "batch_size": 4, "seed": seed, "log_every": 1} | kw))
+    r = fit(
+        model,
+        tiny_tensorset(12),
+        tiny_tensorset(6, seed=1),
+        tcfg,
+        DistillConfig().without_kd(),
+        tmp,
+        show_progress=False,
+    )
+    return model, r
+
+
+def _weights(model, path):
+    save_model(model, str(path))
+    return load_file(str(path))
+
+
+def test_fit_logs_every_term_and_validates(tmp_path):
+    _, r = _train(tmp_path / "run")
+    lines = [json.loads(x) for x in (tmp_path / "run" / LOG_NAME).read_text().splitlines()]
+    train = [x for x in lines if x["split"] == "train"]
+    val = [x for x in lines if x["split"] == "val"]
+    assert len(train) == r.steps == 6 and len(val) == 2
+    for key in ("ce_report", "kd_tokens", "hint", "attention", "total", "lr", "epoch", "step"):
+        assert key in train[0]
+    assert "val_findings_macro_auroc" in val[-1] and np.isfinite(val[-1]["val_total"])
+
+
+def test_same_seed_same_weights(tmp_path):
+    a, _ = _train(tmp_path / "a", seed=3)
+    b, _ = _train(tmp_path / "b", seed=3)
+    wa, wb = _weights(a, tmp_path / "a.st"), _weights(b, tmp_path / "b.st")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("stop_at", [2, 3])  # mid-epoch (3 steps per epoch) and at an epoch end
+def test_resume_continues_from_saved_step_and_matches_one_run(tmp_path, stop_at):
+    kw = {"epochs": 2, "patience": 99, "schedule": "constant"}  # same lr at every step for any budget
+    full, _ = _train(tmp_path / "full", max_steps=5, **kw)
+    _train(tmp_path / "part", max_steps=stop_at, **kw)
+    state = json.loads((tmp_path / "part" / "stage_joint" / "train_state" / "state.json").read_text())
+    assert state["progress"]["step"] == stop_at
+    torch.manual_seed(123)  # resume must not depend on the fresh model's init
+    model, _ = tiny_model()
+    tcfg = TrainConfig(epochs=2, batch_size=4, max_steps=5, log_every=1, patience=99, schedule="constant")
+    r = fit(
+        model,
+        tiny_tensorset(12),
+        tiny_tensorset(6, seed=1),
+        tcfg,
+        DistillConfig().without_kd(),
+        tmp_path / "part",
+        resume=True,
+        show_progress=False,
+    )
+    assert r.steps == 5
+    steps = [json.loads(x)["step"] for x in (tmp_path / "part" / LOG_NAME).read_text().splitlines()]
+    assert steps.count(1) == 1 and 5 in steps  # continued, did not restart
+    wf, wp = _weights(full, tmp_path / "f.st"), _weights(model, tmp_path / "p.st")
+    for k in wf:
+        torch.testing.assert_close(wp[k], wf[k], rtol=1e-6, atol=1e-7)
+
+
+def test_optimizer_state_round_trip():
+    model, _ = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.8, 0.9))
+    b = tiny_tensorset(4).batch(torch.arange(4))
+    out = model(b["images"], b["context"], b["input_ids"], b["attention_mask"])
+    out.lm_logits.sum().backward()
+    opt.step()
+    tensors, structure = flatten_optimizer_state(opt.state_dict())
+    json.dumps(structure)  # the structure is plain JSON
+    back = unflatten_optimizer_state(tensors, structure)
+    opt2 = torch.optim.AdamW(model.parameters(), lr=1.0)
+    opt2.load_state_dict(back)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s2["param_groups"][0]["betas"] == (0.8, 0.9) and s2["param_groups"][0]["lr"] == 1e-2
+    for i in s1["state"]:
+        for k, v in s1["state"][i].items():
+            torch.testing.assert_close(s2["state"][i][k], v)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    f = lr_lambda(100, TrainConfig(warmup_frac=0.1, min_lr_frac=0.0, schedule="cosine"))
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+
+
+def test_auroc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 5, 40).astype(float)  # many ties
+    y = rng.integers(0, 2, 40)
+    pos, neg = s[y == 1], s[y == 0]
+    pairs = (pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()
+    assert auroc(s, y) == pytest.approx(pairs)
+    assert np.isnan(auroc(s, np.zeros(40)))
+
+
+def test_kd_with_cached_teacher_and_cache_round_trip(tmp_path):
+    torch.manual_seed(0)
+    teacher, _ = tiny_model()
+    student, _ = tiny_model()
+    train = tiny_tensorset(8)
+    dcfg = DistillConfig(top_k=4, hint_size=2)
+    cache_teacher_outputs(teacher, train, dcfg, show_progress=False)
+    assert train.teacher["t_topk_index"].shape == (8, 12, 4) and train.teacher["t_features"].shape[-1] == 2
+    save_teacher_cache(tmp_path / "cache.safetensors", train)
+    again = load_teacher_cache(tmp_path / "cache.safetensors", tiny_tensorset(8))
+    torch.testing.assert_close(again.teacher["t_topk_logits"], train.teacher["t_topk_logits"])
+    # a transfer set: no ground truth at all, only the teacher
+    transfer = tiny_tensorset(8, seed=5).strip_labels()
+    cache_teacher_outputs(teacher, transfer, dcfg, show_progress=False)
+    both = type(train).concat([train, transfer])
+    r = fit(
+        student,
+        both,
+        tiny_tensorset(4, seed=1),
+        TrainConfig(epochs=1, batch_size=4, log_every=1),
+        dcfg,
+        tmp_path / "kd",
+        projector=make_projector(8, 8),
+        show_progress=False,
+    )
+    lines = [json.loads(x) for x in (tmp_path / "kd" / LOG_NAME).read_text().splitlines() if '"train"' in x]
+    assert r.steps == 4
+    assert all(x["kd_tokens"] > 0 and x["kd_findings"] >= 0 and x["hint"] > 0 for x in lines)
+
+
+def test_all_unknown_batch_trains_finite(tmp_path):
+    torch.manual_seed(0)
+    model, _ = tiny_model()
+    train = tiny_tensorset(8).strip_labels()  # nothing known: every hard term masked
+    r = fit(
+        model,
+        train,
+        tiny_tensorset(4, seed=1),
+        TrainConfig(epochs=1, batch_size=4, log_every=1),
+        DistillConfig().without_kd(),
+        tmp_path / "u",
+        show_progress=False,
+    )
+    lines = [json.loads(x) for x in (tmp_path / "u" / LOG_NAME).read_text().splitlines() if '"train"' in x]
+    assert r.steps == 2 and all(np.isfinite(x["total"]) and x["total"] == 0 for x in lines)
