@@ -31,7 +31,13 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-PAGES = {"compare": "compare", "metrics": "metrics", "errors": "errors", "distillation": "distillation", "models": "models"}
+PAGES = {
+    "compare": "",
+    "metrics": "metrics",
+    "errors": "errors",
+    "distillation": "distillation",
+    "models": "models",
+}
 
 READY_JS = """([name]) => {
   const app = document.querySelector("[data-testid='stApp']");
@@ -85,7 +91,9 @@ def upload_images(n: int, out: Path) -> list[Path]:
         base = np.asarray(Image.open(src).convert("L"))
     else:
         yy, xx = np.mgrid[:256, :256]
-        base = (255 * (0.3 + 0.5 * np.exp(-(((xx - 128) / 60) ** 2 + ((yy - 140) / 80) ** 2)))).astype(np.uint8)
+        base = (255 * (0.3 + 0.5 * np.exp(-(((xx - 128) / 60) ** 2 + ((yy - 140) / 80) ** 2)))).astype(
+            np.uint8
+        )
     paths = []
     for i in range(n):
         img = base.copy()
@@ -114,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="Dashboard cold start and upload->rendered timings (browser).")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--checkpoints", type=Path, default=None, help="dir with teacher/ student/ [student_nokd/]")
+    ap.add_argument(
+        "--checkpoints", type=Path, default=None, help="dir with teacher/ student/ [student_nokd/]"
+    )
     ap.add_argument("--screenshots", type=Path, default=None, help="write one full-page PNG per page here")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
@@ -124,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         t0 = time.perf_counter()
@@ -132,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_health(url)
             t_health = time.perf_counter() - t0
-            page.goto(f"{url}/compare", wait_until="domcontentloaded")
+            page.goto(url, wait_until="domcontentloaded")
             page.wait_for_function(READY_JS, arg=[""], timeout=300_000)
             t_first = time.perf_counter() - t0
 

@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skip {sid}: no seed found")
             continue
         case = render_case(truth, seed, size=args.size)
-        Image.fromarray((np.clip(case.image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(args.out / f"{sid}.png")
+        Image.fromarray((np.clip(case.image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(
+            args.out / f"{sid}.png"
+        )
         Image.fromarray(_mask_bits(case, modality)).save(args.out / f"{sid}_mask.png")
         record = case.truth.to_dict() | {"seed": seed, "pixel_spacing": list(case.pixel_spacing)}
         try:
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             from model.data.formulary import suggest_treatments
 
             record["treatments"] = [
-                t.__dict__ for t in suggest_treatments(case.truth.findings, case.truth.tumour, case.truth.context)
+                t.__dict__
+                for t in suggest_treatments(case.truth.findings, case.truth.tumour, case.truth.context)
             ]
         except ImportError:
             pass

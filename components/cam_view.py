@@ -14,6 +14,8 @@ from components.study_view import draw_mask_outlines
 from model.explain.gradcam import CAM_METHODS, list_targets, overlay, sentence_texts
 from model.types import FINDING_LABELS, FINDINGS, PatientContext, Prediction, ReportStyle, Study
 
+CAM_WIDTH = 400  # px per overlay
+
 
 def default_target(study: Study, preds: dict[str, Prediction]) -> str:
     """The teacher's most likely finding (CXR) or tumour class (CT)."""
@@ -81,4 +83,4 @@ def render_cam_panel(
             caption = f"{method} · score {exp.score:.2f}"
             if kind == "sentence":
                 caption += f" · “{sentences[int(name)]}”"
-            st.image(rgb, caption=caption, width="stretch")
+            st.image(rgb, caption=caption, width=CAM_WIDTH)

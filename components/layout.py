@@ -9,7 +9,7 @@ from model.types import DISCLAIMER
 
 def render_disclaimer() -> None:
     """The not-for-clinical-use notice; app.py draws it on every page."""
-    st.warning(DISCLAIMER, icon="⚠️")
+    st.warning(DISCLAIMER, icon=":material/warning:")
 
 
 def render_page_header(title: str, caption: str = "") -> None:
@@ -24,7 +24,7 @@ def render_model_origin(origin: str, detail: str) -> None:
         st.error(
             "**Untrained demo weights.** No trained checkpoints were found in assets/checkpoints, so the "
             "app built tiny random-weight models on the fly: reports and heat maps are noise. " + detail,
-            icon="🧪",
+            icon=":material/science:",
         )
     else:
         st.caption(detail)

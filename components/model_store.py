@@ -122,7 +122,7 @@ def _load_model_set(origin: str, key: str, dirs_items: tuple[tuple[str, str], ..
     dirs = {m: Path(d) for m, d in dirs_items}
     if origin == "demo":
         dirs = build_demo_checkpoints(Path(tempfile.mkdtemp(prefix="meddistill_demo_")))
-    predictors = {m: Predictor.from_dir(d, m) for m, d in dirs.items()}
+    predictors = {m: Predictor.from_dir(dirs[m], m) for m in MODEL_IDS if m in dirs}
     sizes = {}
     for m, p in predictors.items():
         params = sum(t.numel() for t in p.model.parameters())
@@ -140,5 +140,5 @@ def load_model_set() -> ModelSet:
 
 def describe_origin(ms: ModelSet) -> str:
     where = {"env": f"${ENV_VAR}", "shipped": "assets/checkpoints", "demo": "a temp dir"}[ms.origin]
-    names = ", ".join(MODEL_TITLES.get(m, m) for m in ms.predictors)
+    names = ", ".join(MODEL_TITLES.get(m, m) for m in MODEL_IDS if m in ms.predictors)
     return f"Models: {names} (from {where})."

@@ -64,7 +64,7 @@ def render_findings(pred: Prediction, truth: CaseTruth | None = None) -> None:
         p = float(pred.findings.get(name, 0.0))
         mark = ""
         if truth is not None and truth.modality == "CXR":
-            mark = " ✅ present" if name in present else " · absent"
+            mark = " · truth: present" if name in present else " · truth: absent"
         st.progress(min(max(p, 0.0), 1.0), text=f"{FINDING_LABELS[name]}: {p:.2f}{mark}")
 
 
@@ -93,9 +93,9 @@ def render_treatments(pred: Prediction, top: int = 4) -> None:
 def render_latency(pred: Prediction, size: dict | None = None) -> None:
     lat = pred.latency_ms
     parts = [f"{k} {v:.0f} ms" for k, v in lat.items() if k != "total"]
-    text = f"⏱️ {lat.get('total', sum(lat.values())):.0f} ms ({', '.join(parts)})"
+    text = f":material/timer: {lat.get('total', sum(lat.values())):.0f} ms ({', '.join(parts)})"
     if size:
-        text += f" · 📦 {size['params'] / 1e6:.2f} M params, {size['bytes'] / 1e6:.1f} MB"
+        text += f" · :material/memory: {size['params'] / 1e6:.2f} M params, {size['bytes'] / 1e6:.1f} MB"
     st.caption(text)
 
 
@@ -131,7 +131,7 @@ def render_ood_warning(preds: dict[str, Prediction]) -> None:
         st.warning(
             "**Out of distribution:** this image is unlike the training data "
             f"(OOD score {scores}). Treat every output below with extra suspicion.",
-            icon="🛑",
+            icon=":material/report:",
         )
 
 

@@ -29,6 +29,7 @@ IDENTIFYING = (
     "other",
 )
 ACCEPTED = "PNG, JPEG or DICOM"
+VIEW_WIDTH = 420  # px: big enough to read, small enough to keep the reports in view
 
 
 @dataclass
@@ -74,11 +75,11 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
         data = up.getvalue()
         study, err = try_load(data, up.name)
         if err:
-            st.error(f"**{up.name}**: {err}", icon="🚫")
+            st.error(f"**{up.name}**: {err}", icon=":material/block:")
             continue
-        options[f"upload:{up.name}:{study.sha256[:8]}"] = (f"⬆️ {up.name}", ("upload", data, up.name))
+        options[f"upload:{up.name}:{study.sha256[:8]}"] = (f"Upload: {up.name}", ("upload", data, up.name))
     for sid, title in list_samples().items():
-        options[f"sample:{sid}"] = (f"📁 {title}", ("sample", sid))
+        options[f"sample:{sid}"] = (f"Sample: {title}", ("sample", sid))
     if not options:
         st.info("No samples are shipped yet: upload a study to begin.")
         return None
@@ -105,7 +106,7 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
         data, name = rest
     study, err = try_load(data, name)
     if err:  # only samples can get here (uploads were checked above)
-        st.error(f"**{name}**: {err}", icon="🚫")
+        st.error(f"**{name}**: {err}", icon=":material/block:")
         return None
     if study.n_frames > 1:
         frame = st.slider("Frame", 0, study.n_frames - 1, 0, key=f"{key}_frame")
@@ -114,7 +115,7 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
             st.error(err)
             return None
     for w in study.warnings:
-        st.caption(f"ℹ️ {w}")
+        st.caption(f":material/info: {w}")
     return PickedStudy(study=study, sample=sample, key=f"{study.sha256}:{study.window}:{choice}")
 
 
@@ -173,7 +174,7 @@ def render_study_viewer(
     caption = f"{study.source} · {study.modality} · {study.pixels.shape[1]}×{study.pixels.shape[0]}"
     if shown.window:
         caption += f" · window C{shown.window[0]:.0f}/W{shown.window[1]:.0f}"
-    st.image(rgb, caption=caption, width="stretch")
+    st.image(rgb, caption=caption, width=VIEW_WIDTH)
     render_metadata(study)
 
 

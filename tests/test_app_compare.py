@@ -54,10 +54,7 @@ def _reports(at) -> list[str]:
 
 
 def _overlay_captions(at) -> list[str]:
-    caps = []
-    for e in at.get("imgs"):
-        caps.extend(img.caption for img in e.proto.imgs)
-    return [c for c in caps if "score" in c]
+    return [c for e in at.get("image") for c in e.captions if "score" in c]
 
 
 def _all_text(at) -> str:
@@ -103,7 +100,9 @@ def test_upload_png_then_controls_update(app):
 
 def test_bad_upload_shows_loader_message_and_app_keeps_working(app):
     app.run()
-    app.file_uploader(key="cmp_upload").set_value(("broken.png", b"definitely not an image", "image/png")).run()
+    app.file_uploader(key="cmp_upload").set_value(
+        ("broken.png", b"definitely not an image", "image/png")
+    ).run()
     assert not app.exception
     errors = [e.value for e in app.error]
     assert any("broken.png" in e for e in errors)

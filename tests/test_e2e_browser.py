@@ -34,7 +34,9 @@ def _png_bytes(seed: int) -> bytes:
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:128, :128]
-    img = 0.25 + 0.5 * np.exp(-(((xx - 64) / 30) ** 2 + ((yy - 70) / 40) ** 2)) + 0.05 * rng.random((128, 128))
+    img = (
+        0.25 + 0.5 * np.exp(-(((xx - 64) / 30) ** 2 + ((yy - 70) / 40) ** 2)) + 0.05 * rng.random((128, 128))
+    )
     buf = io.BytesIO()
     Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
@@ -92,7 +94,8 @@ def test_upload_shows_both_reports_and_overlays(server, tmp_path):
     bad.write_bytes(b"this is not an image at all")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server, wait_until="domcontentloaded")
