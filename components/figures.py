@@ -37,31 +37,31 @@ def make_next_token_figure(
     return _layout(fig, "Next-word distributions")
 
 
-def make_loss_curves_figure(records: Sequence[dict], x_key: str = "step") -> go.Figure:
-    """One line per numeric loss term over training (records from train_log.jsonl)."""
+NOT_LOSSES = {"step", "epoch", "iter", "lr", "time", "seconds", "wall_s", "grad_norm"}
+
+
+def make_loss_curves_figure(records: Sequence[dict], split: str = "train", title: str = "") -> go.Figure:
+    """One line per numeric loss term over training steps (records of a train_log.jsonl).
+
+    Lines carry ``split`` ("train" per logged step, "val" per epoch); terms are every other numeric key.
+    """
+    rows = [r for r in records if r.get("split", split) == split]
     fig = go.Figure()
-    if not records:
-        return _layout(fig, "No training log")
-    x_key = (
-        x_key
-        if x_key in records[0]
-        else next((k for k in ("step", "epoch", "iter") if k in records[0]), None)
-    )
+    if not rows:
+        return _layout(fig, title or f"No {split} records")
+    x_key = "step" if "step" in rows[0] else ("epoch" if "epoch" in rows[0] else None)
     terms = sorted(
-        {
-            k
-            for r in records
-            for k, v in r.items()
-            if isinstance(v, (int, float))
-            and k not in {"step", "epoch", "iter", "lr", "time", "seconds", "wall_s"}
-        }
+        {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k not in NOT_LOSSES}
     )
     for term in terms:
-        rows = [r for r in records if isinstance(r.get(term), (int, float))]
-        x = [r.get(x_key, i) for i, r in enumerate(rows)] if x_key else list(range(len(rows)))
-        fig.add_trace(go.Scatter(x=x, y=[r[term] for r in rows], mode="lines", name=term))
-    fig.update_layout(xaxis_title=x_key or "record", yaxis_title="loss")
-    return _layout(fig, "Loss terms over training", height=420)
+        pts = [r for r in rows if isinstance(r.get(term), (int, float))]
+        x = [r.get(x_key, i) for i, r in enumerate(pts)] if x_key else list(range(len(pts)))
+        width = 3 if term in ("total", "val_total") else 1.5
+        fig.add_trace(
+            go.Scatter(x=x, y=[r[term] for r in pts], mode="lines", name=term, line=dict(width=width))
+        )
+    fig.update_layout(xaxis_title=x_key or "record", yaxis_title="loss (per term)")
+    return _layout(fig, title or f"Loss terms over training ({split})", height=420)
 
 
 def make_bar_figure(

@@ -86,6 +86,13 @@ for col, model_id in zip(log_cols, ("student", "student_nokd"), strict=True):
         if not records:
             st.caption(f"No train_log.jsonl in the {model_id} checkpoint.")
             continue
-        fig = make_loss_curves_figure(records)
-        fig.update_layout(title=f"{model_id}: loss terms over training")
-        st.plotly_chart(fig, key=f"dist_loss_{model_id}")
+        stage = next((r.get("stage") for r in records if r.get("stage")), model_id)
+        st.plotly_chart(
+            make_loss_curves_figure(records, "train", f"{model_id} ({stage}): loss terms per step"),
+            key=f"dist_loss_{model_id}",
+        )
+        if any(r.get("split") == "val" for r in records):
+            st.plotly_chart(
+                make_loss_curves_figure(records, "val", f"{model_id}: validation per epoch"),
+                key=f"dist_val_{model_id}",
+            )
