@@ -1,0 +1,205 @@
+"""Torch dataset, collate and a source-mixing batch sampler over :class:`~model.data.sources.Sample`.
+
+Images go through ``model.data.imaging.load_study_path`` + ``to_model_input`` (the one resize rule
+shared with inference), then are quantised to uint8 whether cached or not, so ``cache=True`` and
+``cache=False`` give identical items. Every random choice (detail level, augmentation) is drawn from
+``(seed, epoch, index)``, so items are reproducible in any DataLoader worker; call
+``set_epoch`` to vary them between epochs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from model.data.sources import Sample
+from model.types import DETAIL_LEVELS
+
+IGNORE_INDEX = -100  # class targets nobody knows (see model.distill.losses.masked_ce)
+
+
+def load_pixels(sample: Sample) -> np.ndarray:
+    """(H, W) float32 in [0, 1] for a sample, from its loader or its file."""
+    if sample.loader is not None:
+        return np.asarray(sample.loader(), dtype=np.float32)
+    from model.data.imaging import load_study_path
+
+    return load_study_path(sample.image_path).pixels
+
+
+def load_model_image(sample: Sample, size: int) -> np.ndarray:
+    """(size, size) uint8: the sample's pixels after the shared resize rule."""
+    from model.data.imaging import to_model_input
+
+    x = to_model_input(load_pixels(sample), size)
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def augment_image(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mild, laterality-preserving jitter of a float image in [0, 1].
+
+    No horizontal flips: reports say "left" and "right", and the heart sits on the patient's left.
+    A shift of up to 4 % (edge-padded) and a gamma / contrast change of about +-20 %.
+    """
+    h, w = x.shape
+    dy, dx = (rng.integers(-1, 2, size=2) * rng.integers(0, max(1, int(0.04 * h)) + 1, size=2)).tolist()
+    if dy or dx:
+        padded = np.pad(x, ((abs(dy), abs(dy)), (abs(dx), abs(dx))), mode="edge")
+        x = padded[abs(dy) - dy : abs(dy) - dy + h, abs(dx) - dx : abs(dx) - dx + w]
+    x = np.power(np.clip(x, 0.0, 1.0), rng.uniform(0.8, 1.25))
+    contrast, brightness = rng.uniform(0.85, 1.15), rng.uniform(-0.05, 0.05)
+    return np.clip((x - 0.5) * contrast + 0.5 + brightness, 0.0, 1.0).astype(np.float32)
+
+
+class ReportDataset(Dataset):
+    """Items for the multi-task model (see docs/interfaces.md, "sources.py / dataset.py").
+
+    ``detail``: a level of DETAIL_LEVELS, or "random" (one level per item, drawn from the seed and
+    epoch). Samples without a report give ``report == ""`` and ``has_report == False``.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        image_size: int,
+        detail: str = "random",
+        seed: int = 0,
+        augment: bool = False,
+        cache: bool = False,
+    ):
+        if detail != "random" and detail not in DETAIL_LEVELS:
+            raise ValueError(f"detail must be 'random' or one of {DETAIL_LEVELS}, not {detail!r}")
+        self.samples = list(samples)
+        self.image_size = int(image_size)
+        self.detail = detail
+        self.seed = int(seed)
+        self.augment = augment
+        self.cache = cache
+        self.epoch = 0
+        self._images: dict[int, np.ndarray] = {}  # index -> (S, S) uint8, when cache=True
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def image_uint8(self, index: int) -> np.ndarray:
+        """(S, S) uint8 image of one item before augmentation (cached when ``cache=True``)."""
+        img = self._images.get(index)
+        if img is None:
+            img = load_model_image(self.samples[index], self.image_size)
+            if self.cache:
+                self._images[index] = img
+        return img
+
+    def __getitem__(self, index: int) -> dict:
+        s = self.samples[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image = self.image_uint8(index).astype(np.float32) / 255.0
+        if self.augment:
+            image = augment_image(image, rng)
+        detail = (
+            DETAIL_LEVELS[int(rng.integers(len(DETAIL_LEVELS)))] if self.detail == "random" else self.detail
+        )
+        report = s.reports.get(detail) or s.report or ""
+        findings = np.asarray(s.finding_targets, dtype=np.float32)
+        treatments = np.asarray(s.treatment_targets, dtype=np.float32)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image))[None],  # (1, S, S)
+            "findings": torch.from_numpy(findings.copy()),  # (7,), NaN = unknown
+            "findings_mask": torch.from_numpy(~np.isnan(findings)),  # (7,) bool, True = known
+            "tumour": torch.tensor(
+                s.tumour_target if s.tumour_target >= 0 else IGNORE_INDEX, dtype=torch.long
+            ),
+            "subtype": torch.tensor(
+                s.subtype_target if s.subtype_target >= 0 else IGNORE_INDEX, dtype=torch.long
+            ),
+            "treatments": torch.from_numpy(treatments.copy()),  # (len(TREATMENTS),), NaN = unknown
+            "treatments_mask": torch.from_numpy(~np.isnan(treatments)),
+            "context": torch.from_numpy(s.context.to_vector()),  # (CONTEXT_DIM,)
+            "has_report": bool(report),
+            "report": report,
+            "detail": detail,
+            "id": s.id,
+            "modality": s.modality,
+            "source": s.source,
+            "report_origin": s.report_origin,
+        }
+
+
+def collate(batch: Sequence[dict]) -> dict:
+    """Stack tensors; keep strings (and bools) as lists. Tokenising is the model side's job."""
+    out = {}
+    for key in batch[0]:
+        values = [item[key] for item in batch]
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixing sources in every batch
+
+
+class MixedBatchSampler(Sampler[list[int]]):
+    """Batches of indices in which every source has its share (multi-task batches).
+
+    ``sources[i]`` names the source of item ``i`` (e.g. ``[s.source for s in samples]``).
+    ``weights`` maps source -> relative share (default: equal shares, so small real sets are not
+    drowned by thousands of phantoms). Each source is walked in a fresh seeded permutation, cycling
+    when exhausted; a batch's counts per source are the weighted shares with seeded rounding.
+    ``num_batches`` defaults to ceil(len(sources) / batch_size).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[str],
+        batch_size: int,
+        weights: dict[str, float] | None = None,
+        num_batches: int | None = None,
+        seed: int = 0,
+    ):
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.pools: dict[str, np.ndarray] = {}
+        for i, name in enumerate(sources):
+            self.pools.setdefault(name, []).append(i)
+        self.names = sorted(self.pools)
+        self.pools = {k: np.asarray(v) for k, v in self.pools.items()}
+        w = np.asarray([(weights or {}).get(n, 1.0 if weights is None else 0.0) for n in self.names], float)
+        if w.sum() <= 0:
+            raise ValueError("MixedBatchSampler: every source has weight 0")
+        self.shares = w / w.sum()
+        self.num_batches = num_batches or -(-len(sources) // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = {n: rng.permutation(self.pools[n]) for n in self.names}
+        cursor = dict.fromkeys(self.names, 0)
+        for _ in range(self.num_batches):
+            # counts: floor of the expected share, the remainder handed out by a seeded draw
+            expected = self.shares * self.batch_size
+            counts = np.floor(expected).astype(int)
+            short = self.batch_size - counts.sum()
+            if short:
+                frac = expected - counts
+                extra = rng.choice(len(self.names), size=short, replace=False, p=frac / frac.sum())
+                counts[extra] += 1
+            batch = []
+            for name, k in zip(self.names, counts, strict=True):
+                for _ in range(k):
+                    if cursor[name] == len(order[name]):
+                        order[name], cursor[name] = rng.permutation(self.pools[name]), 0
+                    batch.append(int(order[name][cursor[name]]))
+                    cursor[name] += 1
+            yield [batch[i] for i in rng.permutation(len(batch))]
