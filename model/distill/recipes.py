@@ -112,7 +112,7 @@ def _ood_extras(model, val: TensorSet) -> dict[str, torch.Tensor]:
     """Mahalanobis statistics of pooled features on the validation images (for Prediction.ood_score)."""
     from model.inference import fit_ood_stats
 
-    images = val.images.float()
+    images = val.images.float() / 255.0
     return fit_ood_stats(model, images, val.context)
 
 

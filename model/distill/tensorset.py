@@ -37,7 +37,7 @@ TEACHER_KEYS: tuple[str, ...] = (
 class TensorSet:
     """Row i of every tensor is item i. ``ids`` hold each item's report at every detail level."""
 
-    images: Tensor  # (N, 1, S, S) float16 in [0, 1]
+    images: Tensor  # (N, 1, S, S) uint8 (the dataset's images are 8-bit: exact)
     context: Tensor  # (N, CONTEXT_DIM) float32
     findings: Tensor  # (N, n_findings) float32, NaN = unknown
     tumour: Tensor  # (N,) long, -100 = unknown
@@ -82,7 +82,7 @@ class TensorSet:
         treatments = self.treatments[index]
         is_ct = self.is_ct[index]
         out = {
-            "images": self.images[index].float(),
+            "images": self.images[index].float() / 255.0,
             "context": self.context[index],
             "input_ids": ids,
             "attention_mask": attn.long(),
@@ -191,7 +191,7 @@ def build_tensorset(
 
     rng = np.random.default_rng(seed)
     return TensorSet(
-        images=stack("image", torch.float16),
+        images=(stack("image", torch.float32) * 255.0).round().clamp(0, 255).to(torch.uint8),
         context=stack("context", torch.float32),
         findings=stack("findings", torch.float32),
         tumour=stack("tumour", torch.long),
