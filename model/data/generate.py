@@ -103,6 +103,16 @@ def decode_masks(bitmask: np.ndarray, modality: str) -> dict[str, np.ndarray]:
     return out
 
 
+def finding_masks(case) -> dict[str, np.ndarray]:
+    """The case's finding masks; cardiomegaly (drawn as the heart, no mask of its own) gets the heart."""
+    masks = dict(case.masks)
+    present = {f.name for f in case.truth.findings}
+    heart = getattr(case, "anatomy", {}).get("heart")
+    if "cardiomegaly" in present and "cardiomegaly" not in masks and heart is not None:
+        masks["cardiomegaly"] = heart  # the enlarged silhouette is where the finding is
+    return masks
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
 
@@ -134,7 +144,7 @@ def render_job(job: CaseJob) -> dict:
     out = Path(job.out)
     image = to_uint8(case.image)
     (out / "images" / f"{job.case_id}.png").write_bytes(_png_bytes(image))
-    mask = encode_masks(case.masks, job.modality, image.shape)
+    mask = encode_masks(finding_masks(case), job.modality, image.shape)
     (out / "masks" / f"{job.case_id}.png").write_bytes(_png_bytes(mask))
     (out / "labels" / f"{job.case_id}.json").write_text(json.dumps(label, indent=1, sort_keys=True) + "\n")
     return {
