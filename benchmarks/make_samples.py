@@ -23,15 +23,15 @@ OUT = Path(__file__).resolve().parents[1] / "assets" / "samples"
 
 #: sample id -> (modality, predicate on the truth, title)
 WANTED = {
-    "cxr_normal": ("CXR", lambda t: not t.findings, "CXR phantom: normal"),
     "cxr_cardiomegaly": ("CXR", lambda t: {"cardiomegaly"} <= _names(t), "CXR phantom: cardiomegaly"),
     "cxr_effusion": ("CXR", lambda t: {"pleural_effusion"} <= _names(t), "CXR phantom: pleural effusion"),
     "cxr_nodule": ("CXR", lambda t: {"nodule"} <= _names(t), "CXR phantom: nodule"),
     "cxr_pneumothorax": ("CXR", lambda t: {"pneumothorax"} <= _names(t), "CXR phantom: pneumothorax"),
     "cxr_consolidation": ("CXR", lambda t: {"consolidation"} <= _names(t), "CXR phantom: consolidation"),
-    "ct_none": ("CT", lambda t: t.tumour == "none", "CT phantom: no tumour"),
-    "ct_benign": ("CT", lambda t: t.tumour == "benign", "CT phantom: benign tumour"),
+    "cxr_normal": ("CXR", lambda t: not t.findings, "CXR phantom: normal"),
     "ct_malignant": ("CT", lambda t: t.tumour == "malignant", "CT phantom: malignant tumour"),
+    "ct_benign": ("CT", lambda t: t.tumour == "benign", "CT phantom: benign tumour"),
+    "ct_none": ("CT", lambda t: t.tumour == "none", "CT phantom: no tumour"),
 }
 
 
@@ -56,11 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=256)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    index = []
+    index, used = [], set()
     for sid, (modality, want, title) in WANTED.items():
         for seed in range(10_000, 12_000):
             truth = sample_truth(np.random.default_rng(seed), modality, sid)
-            if want(truth):
+            if (modality, seed) not in used and want(truth):
+                used.add((modality, seed))
                 break
         else:
             print(f"skip {sid}: no seed found")
