@@ -79,7 +79,10 @@ def explain_cached(
     style: ReportStyle,
     tokens: list[str] | None = None,
 ) -> Explanation:
-    tokens_key = "\x1f".join(tokens or [])
+    # Head targets do not depend on the report: share their maps across report styles.
+    is_sentence = target.startswith("sentence:")
+    tokens_key = "\x1f".join(tokens or []) if is_sentence else ""
+    style_key = repr(style) if is_sentence else ""
     return _explain(
         ms.key,
         model_id,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from model.explain.divergence import (
     align_distributions,
@@ -18,101 +17,52 @@ from model.explain.divergence import (
     token_divergence,
 )
 from model.explain.gradcam import explain, list_targets, overlay, sentence_spans, sentence_texts
-from model.types import CONTEXT_DIM, FINDINGS, TUMOUR_CLASSES, PatientContext, Prediction, Study
+from model.types import PatientContext, Prediction, Study
 
 torch.set_num_threads(1)
 
 # ----------------------------------------------------------------------------------------------
-# A tiny stand-in that honours the Predictor / ReportModel contract (docs/interfaces.md)
+# A tiny random-weight ReportModel behind a minimal Predictor-shaped wrapper (docs/interfaces.md)
 
-VOCAB = [
-    "[PAD]",
-    "[BOS]",
-    "[EOS]",
-    "[CXR]",
-    "[CT]",
-    "[STANDARD]",
-    "the",
-    "heart",
-    "is",
-    "large",
-    "lungs",
-    "clear",
-    ".",
-]
+TOKENS = ["the", "heart", "is", "enlarged", ".", "the", "lungs", "are", "clear", "."]
 
 
-@dataclass
-class _Heads:
-    findings_logits: torch.Tensor
-    tumour_logits: torch.Tensor
+def _tokenizer():
+    from model.networks import build_tokenizer
+
+    return build_tokenizer(["The heart is enlarged. The lungs are clear. Small left effusion."])
 
 
-@dataclass
-class _Out:
-    findings_logits: torch.Tensor
-    tumour_logits: torch.Tensor
-    lm_logits: torch.Tensor
+class _TinyPredictor:
+    """Just what model.explain needs: .model, .tokenizer, .lock, teacher_forced_probs, predict."""
 
+    def __init__(self, seed: int = 0, preset: str = "tiny-student"):
+        from model.networks import TINY_PRESETS, build_model
 
-class _TinyReportModel(nn.Module):
-    def __init__(self, seed: int = 0):
-        super().__init__()
+        self.tokenizer = _tokenizer()
         torch.manual_seed(seed)
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.cam_layer = nn.Conv2d(8, 16, 3, padding=1)
-        self.act = nn.ReLU()
-        self.findings = nn.Linear(16 + CONTEXT_DIM, len(FINDINGS))
-        self.tumour = nn.Linear(16 + CONTEXT_DIM, len(TUMOUR_CLASSES))
-        self.embed = nn.Embedding(len(VOCAB), 16)
-        self.lm = nn.Linear(16, len(VOCAB))
-
-    def forward_features(self, images):
-        return self.act(self.cam_layer(self.stem(images)))  # (B, 16, h, w)
-
-    def forward_heads(self, features, context):
-        pooled = torch.cat([features.mean((2, 3)), context], -1)
-        return _Heads(self.findings(pooled), self.tumour(pooled))
-
-    def forward(self, images, context, input_ids, attention_mask=None):
-        feats = self.forward_features(images)
-        heads = self.forward_heads(feats, context)
-        # each position attends to the spatial map weighted by its embedding (image-conditioned LM)
-        e = self.embed(input_ids)  # (B, L, 16)
-        att = torch.einsum("bld,bdhw->blhw", e, feats).flatten(2).softmax(-1)  # (B, L, h*w)
-        ctxv = torch.einsum("blp,bdp->bld", att, feats.flatten(2))  # (B, L, 16)
-        return _Out(heads.findings_logits, heads.tumour_logits, self.lm(e + ctxv))
-
-
-class _FakePredictor:
-    def __init__(self, seed: int = 0, size: int = 32):
-        self.model = _TinyReportModel(seed).eval()
-        self.size = size
+        cfg = dataclasses.replace(TINY_PRESETS[preset], vocab_size=len(self.tokenizer))
+        self.model = build_model(cfg).eval()
         self.lock = threading.Lock()
-        self.tokenizer = {w: i for i, w in enumerate(VOCAB)}
 
-    def image_tensor(self, study):
-        from PIL import Image
+    def _inputs(self, study, context):
+        from model.data.imaging import to_model_input
 
-        img = Image.fromarray((study.pixels * 255).astype(np.uint8)).resize((self.size, self.size))
-        return torch.from_numpy(np.asarray(img, np.float32) / 255.0)[None, None]
-
-    def encode_report(self, tokens, modality, detail):
-        prompt = ["[BOS]", f"[{modality}]", f"[{detail.upper()}]"]
-        ids = torch.tensor([[self.tokenizer[w] for w in prompt + list(tokens)]])
-        return ids, torch.arange(len(prompt), len(prompt) + len(tokens))
+        x = torch.from_numpy(to_model_input(study.pixels, self.model.cfg.image_size))[None, None]
+        return x, torch.from_numpy((context or PatientContext()).to_vector())[None]
 
     def teacher_forced_probs(self, study, tokens, context, detail):
-        ids, pos = self.encode_report(tokens, study.modality, detail)
-        ctx = torch.from_numpy((context or PatientContext()).to_vector())[None]
-        with torch.no_grad():
-            out = self.model(self.image_tensor(study), ctx, ids)
-        return out.lm_logits[0, pos - 1].softmax(-1).numpy()
+        from model.networks import encode_report
+
+        ids, plen = encode_report(self.tokenizer, list(tokens), detail, study.modality)
+        x, ctx = self._inputs(study, context)
+        with torch.no_grad(), self.lock:
+            out = self.model(x, ctx, torch.tensor([ids]))
+        return out.lm_logits[0, plen - 1 : plen - 1 + len(tokens)].softmax(-1).numpy()
 
     def predict(self, study, context=None, style=None):
-        tokens = ["the", "heart", "is", "large", ".", "lungs", "clear", "."]
         return Prediction(
-            "fake", study.modality, {}, {}, [], " ".join(tokens), tokens, [1.0] * 8, {}, 0.0, False
+            "tiny", study.modality, {}, {}, [], " ".join(TOKENS), TOKENS, [1.0] * 10, {}, 0.0, False
         )
 
 
@@ -125,8 +75,6 @@ def _study(seed: int, size: int = 48) -> Study:
     return Study(pixels=np.clip(px, 0, 1), modality="CXR", sha256=str(seed))
 
 
-TOKENS = ["the", "heart", "is", "large", ".", "lungs", "clear", "."]
-
 # ----------------------------------------------------------------------------------------------
 # Grad-CAM
 
@@ -135,7 +83,7 @@ TOKENS = ["the", "heart", "is", "large", ".", "lungs", "clear", "."]
     "target", ["finding:cardiomegaly", "finding:nodule", "tumour:malignant", "sentence:0", "sentence:1"]
 )
 def test_heatmap_shape_range_and_score(target):
-    pred, study = _FakePredictor(), _study(1)
+    pred, study = _TinyPredictor(), _study(1)
     exp = explain(pred, study, target, tokens=TOKENS)
     assert exp.heatmap.shape == study.pixels.shape
     assert exp.heatmap.dtype == np.float32
@@ -147,12 +95,12 @@ def test_heatmap_shape_range_and_score(target):
 
 
 def test_sentence_target_generates_tokens_when_missing():
-    exp = explain(_FakePredictor(), _study(2), "sentence:1")
+    exp = explain(_TinyPredictor(), _study(2), "sentence:1")
     assert exp.heatmap.shape == (48, 48)
 
 
 def test_gradcam_plus_plus_and_bad_targets():
-    pred, study = _FakePredictor(), _study(3)
+    pred, study = _TinyPredictor(), _study(3)
     assert explain(pred, study, "finding:edema", method="gradcam++").heatmap.shape == (48, 48)
     for bad in ["finding:unicorn", "tumour:huge", "sentence:9", "nonsense"]:
         with pytest.raises(ValueError):
@@ -162,7 +110,7 @@ def test_gradcam_plus_plus_and_bad_targets():
 
 
 def test_different_targets_give_different_maps():
-    pred, study = _FakePredictor(), _study(4)
+    pred, study = _TinyPredictor(), _study(4)
     a = explain(pred, study, "finding:cardiomegaly").heatmap
     b = explain(pred, study, "sentence:0", tokens=TOKENS).heatmap
     assert not np.allclose(a, b)
@@ -170,7 +118,7 @@ def test_different_targets_give_different_maps():
 
 def test_concurrent_cams_do_not_cross_talk():
     """Two threads, two images, one shared model: each result equals the sequential one."""
-    pred = _FakePredictor()
+    pred = _TinyPredictor()
     studies = [_study(10), _study(11)]
     targets = ["finding:nodule", "sentence:0"]
     sequential = [explain(pred, s, t, tokens=TOKENS).heatmap for s, t in zip(studies, targets, strict=True)]
@@ -194,7 +142,7 @@ def test_concurrent_cams_do_not_cross_talk():
 
 
 def test_cam_releases_hooks_and_keeps_eval_mode():
-    pred = _FakePredictor()
+    pred = _TinyPredictor()
     explain(pred, _study(5), "finding:nodule")
     assert not pred.model.cam_layer._forward_hooks
     assert not pred.model.training
@@ -214,9 +162,9 @@ def test_overlay_pure_numpy():
 
 
 def test_sentences_and_targets():
-    assert sentence_spans(TOKENS) == [(0, 5), (5, 8)]
+    assert sentence_spans(TOKENS) == [(0, 5), (5, 10)]
     assert sentence_spans(["no", "end"]) == [(0, 2)]
-    assert sentence_texts(TOKENS) == ["the heart is large.", "lungs clear."]
+    assert sentence_texts(TOKENS) == ["the heart is enlarged.", "the lungs are clear."]
     assert list_targets("CXR", TOKENS)[-2:] == ["sentence:0", "sentence:1"]
     assert "tumour:benign" in list_targets("CT")
 
@@ -256,12 +204,12 @@ def test_align_distributions_across_vocabularies():
 
 def test_token_divergence_same_model_is_zero_and_differs_otherwise():
     study = _study(6)
-    same = token_divergence(_FakePredictor(0), _FakePredictor(0), study, TOKENS)
-    assert same.tokens == TOKENS and same.divergence.shape == (8,)
+    same = token_divergence(_TinyPredictor(0), _TinyPredictor(0), study, TOKENS)
+    assert same.tokens == TOKENS and same.divergence.shape == (10,)
     np.testing.assert_allclose(same.divergence, 0.0, atol=1e-6)
-    diff = token_divergence(_FakePredictor(0), _FakePredictor(1), study, TOKENS)
+    diff = token_divergence(_TinyPredictor(0), _TinyPredictor(1), study, TOKENS)
     assert (diff.divergence > 0).all() and (diff.divergence <= 1).all()
-    assert len(diff.teacher_top) == 8 and 0 <= diff.student_prob.min()
-    nt = next_token_distributions(_FakePredictor(0), _FakePredictor(1), study, TOKENS, 3, temperature=4.0)
-    assert nt.teacher.shape == (len(VOCAB),) and nt.teacher.sum() == pytest.approx(1.0)
+    assert len(diff.teacher_top) == 10 and 0 <= diff.student_prob.min()
+    nt = next_token_distributions(_TinyPredictor(0), _TinyPredictor(1), study, TOKENS, 3, temperature=4.0)
+    assert nt.teacher.shape == (len(_tokenizer().get_vocab()),) and nt.teacher.sum() == pytest.approx(1.0)
     assert nt.kl_teacher_student >= 0 and 0 <= nt.divergence <= 1

@@ -140,7 +140,12 @@ class _ScoreModule(nn.Module):
 
 
 def _image_tensor(predictor, study: Study) -> torch.Tensor:
-    return predictor.image_tensor(study)  # (1, C, S, S)
+    """(1, 1, S, S) float tensor: the one resize rule shared by training and serving."""
+    from model.data.imaging import to_model_input
+
+    size = predictor.model.cfg.image_size
+    x = torch.from_numpy(np.ascontiguousarray(to_model_input(study.pixels, size), dtype=np.float32))
+    return x[None, None].to(_device(predictor))
 
 
 def _context_tensor(predictor, context: PatientContext | None) -> torch.Tensor:
@@ -155,9 +160,12 @@ def _device(predictor) -> torch.device:
 def _sequence(
     predictor, study: Study, tokens: Sequence[str], detail: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids (1, L), positions (T,)) of the prompt + ``tokens`` as the decoder sees them."""
-    ids, positions = predictor.encode_report(list(tokens), study.modality, detail)
-    return ids, positions
+    """(input_ids (1, L), positions (T,)): ``[DETAIL] [MODALITY] words... [EOS]`` and where the words sit."""
+    from model.networks import encode_report
+
+    ids, prompt_len = encode_report(predictor.tokenizer, list(tokens), detail=detail, modality=study.modality)
+    ids_t = torch.tensor([ids], dtype=torch.long, device=_device(predictor))
+    return ids_t, torch.arange(prompt_len, prompt_len + len(tokens), device=ids_t.device)
 
 
 # ----------------------------------------------------------------------------------------------
