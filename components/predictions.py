@@ -89,7 +89,7 @@ def explain_cached(
         study_key,
         target,
         method,
-        repr(style),
+        style_key,
         repr(context),
         tokens_key,
         ms,
