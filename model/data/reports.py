@@ -445,8 +445,8 @@ def _write(
     negs = _negatives(absent, rng, names)
     if modality == "CT" and level == 2 and (tumour in ("none", None) or rng.random() < 0.7):
         negs.append(_pick(rng, _NEGATIVE_CT["lymph"]))
-    if level == 1 and abnormal:
-        negs = negs[: int(rng.integers(1, 3))]  # standard: a couple of pertinent negatives
+    if level == 1:  # standard: a couple of pertinent negatives (three or four for a normal study)
+        negs = negs[: int(rng.integers(1, 3))] if abnormal else negs[: int(rng.integers(3, 5))]
     if modality == "CT" and tumour == "benign" and level == 2:
         negs.append(_pick(rng, ["No features of malignancy", "No suspicious features"]))
     body = texts + [_sentence(n) for n in negs]
