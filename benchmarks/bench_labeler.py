@@ -11,6 +11,9 @@ Agreement rule (one decision per evaluated label and report):
   name no negatives, and standard reports only a couple;
 - "uncertain" never agrees (our reports never hedge).
 
+A stricter side figure checks the pertinent negatives: in detailed CXR reports every absent finding must be
+labelled "negative" (stated), not merely unmentioned.
+
 Evaluated labels: CXR -> the 7 FINDINGS and "normal" (no finding present); CT -> "nodule" (a tumour of
 any class), "tumour_benign", "tumour_malignant" and "normal" (tumour "none"). CXR truths say nothing
 about tumour classes and CT truths nothing about the CXR findings, so those are not scored.
@@ -64,6 +67,7 @@ def run(n: int, seed: int) -> dict:
     per_label: dict[str, Counter] = {}
     per_level: dict[str, Counter] = {d: Counter() for d in DETAIL_LEVELS}
     errors: list[dict] = []
+    strict = Counter()  # detailed reports: absent findings must be stated ("negative"), not just unmentioned
     t0 = time.perf_counter()
     n_reports = 0
     for modality in ("CXR", "CT"):
@@ -80,6 +84,9 @@ def run(n: int, seed: int) -> dict:
                     c["agree"] += ok
                     per_level[detail]["n"] += 1
                     per_level[detail]["agree"] += ok
+                    if modality == "CXR" and detail == "detailed" and not present and name != "normal":
+                        strict["n"] += 1
+                        strict["agree"] += got[name] == "negative"
                     if not ok and len(errors) < 20:
                         errors.append({"label": name, "present": present, "got": got[name], "report": text})
     seconds = time.perf_counter() - t0
@@ -93,6 +100,7 @@ def run(n: int, seed: int) -> dict:
         "seed": seed,
         "per_label": {k: round(c["agree"] / c["n"], 5) for k, c in sorted(per_label.items())},
         "per_detail": {k: round(c["agree"] / c["n"], 5) for k, c in per_level.items()},
+        "detailed_absent_stated_negative": round(strict["agree"] / max(strict["n"], 1), 5),
         "reports_labelled_per_s": round(n_reports / seconds, 1),
         "rule": "present -> 'positive'; absent -> 'negative' or None; 'uncertain' never agrees",
         "errors": errors,
@@ -110,6 +118,9 @@ def main() -> None:
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(f"labeler agreement {result['agreement']:.4f} over {result['decisions']} decisions "
           f"({result['reports']} reports, {result['reports_labelled_per_s']} reports/s)")  # fmt: skip
+    print(
+        f"  detailed reports, absent findings labelled 'negative': {result['detailed_absent_stated_negative']:.4f}"
+    )
     for k, v in result["per_detail"].items():
         print(f"  {k:9s} {v:.4f}")
     for k, v in result["per_label"].items():

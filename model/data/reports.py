@@ -345,7 +345,11 @@ _NEGATIVE_CT = {
     "nodule": ["No pulmonary nodule or mass", "No suspicious pulmonary nodule or mass"],
     "lymph": ["No mediastinal or hilar lymphadenopathy", "No enlarged lymph nodes"],
 }
-_PAIRS = {("pleural_effusion", "pneumothorax"): ["No pleural effusion or pneumothorax"]}
+_PAIRS = {  # absent findings stated together (shorter detailed reports, more variety)
+    ("pleural_effusion", "pneumothorax"): ["No pleural effusion or pneumothorax"],
+    ("nodule", "consolidation"): ["No focal consolidation, nodule or mass", "No consolidation or mass"],
+    ("edema", "atelectasis"): ["No pulmonary oedema or atelectasis"],
+}
 
 _NORMAL_IMPRESSION = {
     "CXR": ["No acute cardiopulmonary abnormality", "Normal chest radiograph", "Normal study"],
