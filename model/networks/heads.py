@@ -1,0 +1,58 @@
+"""Task heads on pooled image features: findings, tumour, malignant subtype, treatment.
+
+The treatment head sees the pooled features, an embedding of the patient context, and the
+(detached) finding / tumour probabilities, so that its suggestions follow the predicted findings
+(the formulary's rules are written in terms of findings + context).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from model.networks.config import ModelConfig
+
+
+@dataclass
+class HeadOutput:
+    """Logits of every head (apply sigmoid / softmax yourself) and the pooled features."""
+
+    findings_logits: torch.Tensor  # (B, n_findings): sigmoid
+    tumour_logits: torch.Tensor  # (B, n_tumour): softmax
+    subtype_logits: torch.Tensor  # (B, n_subtypes): softmax, meaningful when malignant
+    treatment_logits: torch.Tensor  # (B, n_treatments): sigmoid
+    pooled: torch.Tensor  # (B, C) global-average-pooled features (OOD statistics use these)
+
+
+class TaskHeads(nn.Module):
+    """Shared hidden layer -> findings / tumour / subtype; + context and probabilities -> treatment."""
+
+    def __init__(self, cfg: ModelConfig, in_channels: int):
+        super().__init__()
+        h = cfg.head_hidden
+        self.shared = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(in_channels, h), nn.GELU())
+        self.findings_head = nn.Linear(h, cfg.n_findings)
+        self.tumour_head = nn.Linear(h, cfg.n_tumour)
+        self.subtype_head = nn.Linear(h, cfg.n_subtypes)
+        self.context_mlp = nn.Sequential(nn.Linear(cfg.context_dim, cfg.context_hidden), nn.GELU())
+        fused = h + cfg.context_hidden + cfg.n_findings + cfg.n_tumour
+        self.treatment_head = nn.Sequential(
+            nn.Linear(fused, h), nn.GELU(), nn.Dropout(cfg.head_dropout), nn.Linear(h, cfg.n_treatments)
+        )
+
+    def forward(self, pooled: torch.Tensor, context: torch.Tensor) -> HeadOutput:
+        """pooled (B, C), context (B, context_dim) -> HeadOutput."""
+        z = self.shared(pooled)  # (B, h)
+        f = self.findings_head(z)  # (B, n_findings)
+        t = self.tumour_head(z)  # (B, n_tumour)
+        probs = torch.cat([torch.sigmoid(f), torch.softmax(t, -1)], -1).detach()  # (B, nf + nt)
+        fused = torch.cat([z, self.context_mlp(context.to(z.dtype)), probs], -1)
+        return HeadOutput(
+            findings_logits=f,
+            tumour_logits=t,
+            subtype_logits=self.subtype_head(z),
+            treatment_logits=self.treatment_head(fused),
+            pooled=pooled,
+        )

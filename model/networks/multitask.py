@@ -1,0 +1,178 @@
+"""ReportModel = image encoder + task heads + report decoder ("one model, three tasks").
+
+Data flow (B = batch, C/h/w = feature map, d = decoder width, L = tokens):
+
+    images (B, 1, S, S) --encoder.forward_features--> features (B, C, h, w)   <- Grad-CAM / FitNets
+    features --mean(h, w)--> pooled (B, C) --heads (+ context)--> HeadOutput  <- OOD statistics
+    features + head probabilities --memory--> (B, h*w + n_findings + n_tumour, d)
+    [DETAIL] [MODALITY] words.. --GPT-2 with cross-attention to memory--> lm_logits (B, L, V)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from model.networks.config import ModelConfig
+from model.networks.decoder import MemoryBuilder, ReportDecoder
+from model.networks.encoders import ImageEncoder
+from model.networks.generation import decode
+from model.networks.heads import HeadOutput, TaskHeads
+from model.networks.tokenizer import decode_ids, prompt_ids
+from model.types import ReportStyle
+
+
+@dataclass
+class ModelOutput:
+    """Everything one teacher-forced forward pass gives (the losses read these by name)."""
+
+    findings_logits: torch.Tensor  # (B, n_findings)
+    tumour_logits: torch.Tensor  # (B, n_tumour)
+    subtype_logits: torch.Tensor  # (B, n_subtypes)
+    treatment_logits: torch.Tensor  # (B, n_treatments)
+    lm_logits: torch.Tensor  # (B, L, V): position t predicts token t+1
+    features: torch.Tensor  # (B, C, h, w) last trunk feature map
+    pooled: torch.Tensor  # (B, C)
+
+
+def head_probabilities(heads: HeadOutput) -> torch.Tensor:
+    """(B, n_findings + n_tumour) detached probabilities that the decoder memory embeds."""
+    return torch.cat(
+        [torch.sigmoid(heads.findings_logits), torch.softmax(heads.tumour_logits, -1)], -1
+    ).detach()
+
+
+class ReportModel(nn.Module):
+    """Encoder + heads + decoder. Build with :func:`build_model`."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = ImageEncoder(cfg)
+        c = self.encoder.out_channels
+        self.heads = TaskHeads(cfg, c)
+        self.memory = MemoryBuilder(cfg, c)
+        self.decoder = ReportDecoder(cfg)
+
+    # -- stable attachment points ---------------------------------------------------------------
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The module Grad-CAM hooks: the last conv block of the trunk (its output = ``features``)."""
+        return self.encoder.cam_layer
+
+    @property
+    def hint_channels(self) -> int:
+        """Channels of ``features`` (FitNets hint projection size)."""
+        return self.encoder.out_channels
+
+    # -- forward pieces ---------------------------------------------------------------------------
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 1, S, S) in [0, 1] -> features (B, C, h, w)."""
+        return self.encoder.forward_features(images)
+
+    def forward_heads(self, features: torch.Tensor, context: torch.Tensor | None = None) -> HeadOutput:
+        """features (B, C, h, w), context (B, context_dim) or None (unknown) -> HeadOutput."""
+        pooled = features.mean((2, 3))  # (B, C) global average pool
+        if context is None:
+            context = pooled.new_zeros(pooled.shape[0], self.cfg.context_dim)
+        return self.heads(pooled, context)
+
+    def build_memory(self, features: torch.Tensor, heads: HeadOutput) -> torch.Tensor:
+        """Cross-attention memory (B, h*w + n_findings + n_tumour, d)."""
+        return self.memory(features, head_probabilities(heads))
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        context: torch.Tensor | None,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """Teacher-forced pass: heads + next-token logits of ``input_ids`` (B, L)."""
+        features = self.forward_features(images)
+        heads = self.forward_heads(features, context)
+        lm_logits = self.decoder(input_ids, attention_mask, self.build_memory(features, heads))
+        return ModelOutput(
+            findings_logits=heads.findings_logits,
+            tumour_logits=heads.tumour_logits,
+            subtype_logits=heads.subtype_logits,
+            treatment_logits=heads.treatment_logits,
+            lm_logits=lm_logits,
+            features=features,
+            pooled=heads.pooled,
+        )
+
+    # -- generation -------------------------------------------------------------------------------
+    def prompts(self, detail: str | Sequence[str], modality: str | Sequence[str], batch: int) -> torch.Tensor:
+        """(B, 2) control-token prompts; ``detail`` / ``modality`` are one value or one per row."""
+        details = [detail] * batch if isinstance(detail, str) else list(detail)
+        modalities = [modality] * batch if isinstance(modality, str) else list(modality)
+        rows = [prompt_ids(d, m) for d, m in zip(details, modalities, strict=True)]
+        return torch.tensor(rows, dtype=torch.long, device=next(self.parameters()).device)
+
+    @torch.inference_mode()
+    def decode_report(
+        self,
+        features: torch.Tensor,
+        heads: HeadOutput,
+        prompts: torch.Tensor,
+        style: ReportStyle | None = None,
+        sentence_end_id: int | None = None,
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """Generate from already computed features and heads (so callers can time each stage)."""
+        return decode(
+            self.decoder, self.build_memory(features, heads), prompts, style or ReportStyle(), sentence_end_id
+        )
+
+    @torch.inference_mode()
+    def generate_report(
+        self,
+        images: torch.Tensor,
+        context: torch.Tensor | None = None,
+        detail: str | Sequence[str] = "standard",
+        style: ReportStyle | None = None,
+        modality: str | Sequence[str] = "CXR",
+        sentence_end_id: int | None = None,
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """Per row: generated token ids (without prompt and [EOS]) and each token's probability.
+
+        ``style.detail`` is ignored in favour of ``detail``; ``sentence_end_id`` (the tokenizer's
+        id of ".") enables ``style.max_sentences``.
+        """
+        features = self.forward_features(images)
+        heads = self.forward_heads(features, context)
+        prompts = self.prompts(detail, modality, images.shape[0])
+        return self.decode_report(features, heads, prompts, style, sentence_end_id)
+
+
+def build_model(cfg: ModelConfig) -> ReportModel:
+    """A randomly initialised ReportModel."""
+    return ReportModel(cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.inference_mode()
+def generate_ids(
+    model: ReportModel,
+    tokenizer,
+    images: torch.Tensor,
+    context: torch.Tensor | None,
+    details: Sequence[str],
+    modalities: Sequence[str],
+    max_len: int,
+) -> list[str]:
+    """Greedy report texts for a batch (sequence-level KD: the teacher's decoded reports)."""
+    was_training = model.training
+    model.eval()
+    style = ReportStyle(max_new_tokens=max(1, max_len - 2))
+    period = tokenizer.convert_tokens_to_ids(".")
+    ids, _ = model.generate_report(images, context, list(details), style, list(modalities), period)
+    model.train(was_training)
+    return [decode_ids(tokenizer, row)[1] for row in ids]
