@@ -123,8 +123,8 @@ def test_auroc_matches_pairwise_definition():
 
 def test_kd_with_cached_teacher_and_cache_round_trip(tmp_path):
     torch.manual_seed(0)
-    teacher, _ = tiny_model()
-    student, _ = tiny_model()
+    teacher, _ = tiny_model("tiny-teacher")
+    student, _ = tiny_model("tiny-student")
     train = tiny_tensorset(8)
     dcfg = DistillConfig(top_k=4, hint_size=2)
     cache_teacher_outputs(teacher, train, dcfg, show_progress=False)
@@ -143,7 +143,7 @@ def test_kd_with_cached_teacher_and_cache_round_trip(tmp_path):
         TrainConfig(epochs=1, batch_size=4, log_every=1),
         dcfg,
         tmp_path / "kd",
-        projector=make_projector(8, 8),
+        projector=make_projector(student.hint_channels, teacher.hint_channels),
         show_progress=False,
     )
     lines = [json.loads(x) for x in (tmp_path / "kd" / LOG_NAME).read_text().splitlines() if '"train"' in x]

@@ -25,7 +25,7 @@ _DEFAULTS = DistillConfig()
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="teacher checkpoint dir")
     p.add_argument(
-        "--arch", "--student-arch", dest="arch", default="student-mnv3", help="student preset name"
+        "--arch", "--student-arch", dest="arch", default="mobilenet-1l", help="student preset name"
     )
     p.add_argument("--out", required=True, help="checkpoint dir")
     add_data_arguments(p)

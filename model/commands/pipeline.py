@@ -33,8 +33,8 @@ PROFILES: dict[str, dict] = {
         "n_cxr": 1800,  # phantom chest X-rays (all splits)
         "n_ct": 1000,  # phantom CT slices (all splits)
         "image_size": 128,
-        "teacher_arch": "teacher-resnet50",
-        "student_arch": "student-mnv3",
+        "teacher_arch": "resnet50-4l",
+        "student_arch": "mobilenet-1l",
         "teacher_epochs": 6,
         "student_epochs": 10,
         "labelled_frac": 0.3,  # students' labelled subset; the rest is the KD student's transfer set
@@ -47,8 +47,8 @@ PROFILES: dict[str, dict] = {
         "n_cxr": 160,
         "n_ct": 80,
         "image_size": 64,
-        "teacher_arch": "teacher-resnet50",
-        "student_arch": "student-mnv3",
+        "teacher_arch": "resnet50-4l",
+        "student_arch": "mobilenet-1l",
         "teacher_epochs": 1,
         "student_epochs": 2,
         "labelled_frac": 0.3,

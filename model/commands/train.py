@@ -61,7 +61,7 @@ def add_optim_arguments(p: argparse.ArgumentParser, epochs: int = 6, lr: float =
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", "--student-arch", dest="arch", default="teacher-resnet50", help="preset name")
+    p.add_argument("--arch", "--student-arch", dest="arch", default="resnet50-4l", help="preset name")
     p.add_argument("--out", required=True, help="checkpoint dir")
     p.add_argument(
         "--role", default=None, help="model id in the card (default: teacher, or student_nokd with --no-kd)"

@@ -36,7 +36,10 @@ def cache_teacher_outputs(
         b = data.batch(idx)
         out = teacher(b["images"], b["context"], b["input_ids"], b["attention_mask"])
         k = min(dcfg.top_k, out.lm_logits.shape[-1])
-        top_logits, top_index = out.lm_logits.topk(k, dim=-1)  # (B, L, k)
+        top_logits, top_index = out.lm_logits.topk(k, dim=-1)  # (B, L_b, k), L_b = batch's longest
+        pad = data.ids.shape[-1] - top_index.shape[1]  # back to the full length (masked positions)
+        top_logits = F.pad(top_logits, (0, 0, 0, pad))
+        top_index = F.pad(top_index, (0, 0, 0, pad))
         feats = F.adaptive_avg_pool2d(out.features, dcfg.hint_size)  # (B, C_t, h, h)
         row = {
             "t_findings_logits": out.findings_logits.float(),

@@ -73,7 +73,8 @@ class TensorSet:
         ids = self.ids[index, d]  # (B, L)
         seq_len = self.seq_len[index, d]  # (B,)
         prompt = self.prompt_len[index, d]  # (B,)
-        L = ids.shape[1]
+        L = max(1, int(seq_len.max()))  # trim padding shared by the whole batch (decoder cost ~ L)
+        ids = ids[:, :L]
         pos = torch.arange(L)[None, :]  # (1, L)
         attn = pos < seq_len[:, None]  # (B, L)
         scored = attn & (pos >= prompt[:, None]) & self.has_report[index, None]  # (B, L)
@@ -99,7 +100,10 @@ class TensorSet:
             "detail": d,
         }
         for key, value in self.teacher.items():
-            out[key] = value[index].float() if value.is_floating_point() else value[index].long()
+            v = value[index]
+            if key.startswith("t_topk"):
+                v = v[:, :L]  # (B, L, k): the same positions as the trimmed ids
+            out[key] = v.float() if v.is_floating_point() else v.long()
         return out
 
     def subset(self, index: Sequence[int] | Tensor) -> TensorSet:
