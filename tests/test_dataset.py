@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_fakes import ensure_data_modules
 from PIL import Image
 
 from model.data.dataset import IGNORE_INDEX, MixedBatchSampler, ReportDataset, augment_image, collate
@@ -16,11 +15,6 @@ from model.types import CONTEXT_DIM, DETAIL_LEVELS, FINDINGS, TREATMENTS, Patien
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
-
-
-@pytest.fixture(autouse=True)
-def modules(monkeypatch):
-    return ensure_data_modules(monkeypatch)
 
 
 def _samples(tmp_path: Path) -> list[Sample]:

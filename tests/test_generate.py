@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from data_fakes import ensure_data_modules
 from PIL import Image
 
 from model.cli import main as cli_main
@@ -23,12 +22,7 @@ N_CXR, N_CT, SIZE = 8, 4, 64
 
 
 @pytest.fixture
-def modules(monkeypatch):
-    return ensure_data_modules(monkeypatch)
-
-
-@pytest.fixture
-def phantom_set(tmp_path, modules):
+def phantom_set(tmp_path):
     out = tmp_path / "ph"
     rc = cli_main(
         ["generate-data", "--out", str(out), "--n-cxr", str(N_CXR), "--n-ct", str(N_CT), "--seed", "3"]
@@ -116,7 +110,7 @@ def test_mask_codec_roundtrip():
         encode_masks({"tumour": masks["nodule"]}, "CXR", (8, 8))
 
 
-def test_refuses_foreign_folder_and_replaces_its_own(tmp_path, modules, capsys):
+def test_refuses_foreign_folder_and_replaces_its_own(tmp_path, capsys):
     user = tmp_path / "user"
     user.mkdir()
     (user / "thesis.docx").write_text("precious")
@@ -135,9 +129,7 @@ def test_refuses_foreign_folder_and_replaces_its_own(tmp_path, modules, capsys):
     assert len(list((ph / "images").iterdir())) == 2
 
 
-def test_workers_give_the_same_bytes(tmp_path, modules):
-    if modules:
-        pytest.skip(f"fakes in use ({modules}) do not reach spawned workers")
+def test_workers_give_the_same_bytes(tmp_path):
     one = generate_dataset(tmp_path / "one", 3, 2, seed=5, size=48, progress=False)
     two = generate_dataset(tmp_path / "two", 3, 2, seed=5, size=48, workers=2, progress=False)
     assert one["counts"] == two["counts"]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fakes import ensure_data_modules
 from PIL import Image
 
 from model.data.generate import generate_dataset
@@ -27,11 +26,6 @@ from model.types import FINDINGS, TREATMENTS, TUMOUR_CLASSES, TUMOUR_SUBTYPES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
-
-
-@pytest.fixture(autouse=True)
-def modules(monkeypatch):
-    return ensure_data_modules(monkeypatch)
 
 
 def _png(path: Path, size=(20, 20), mode="L", value=128) -> None:
