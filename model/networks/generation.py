@@ -69,14 +69,14 @@ def decode_incremental(
     sentences = [0] * b
     last = prompts[:, -1]
     for _ in range(max_new):
-        logits = inc.step(last)  # (B, V)
-        logits.index_fill_(1, suppressed, float("-inf"))
+        raw = inc.step(last)  # (B, V)
+        prob = torch.softmax(raw, -1)  # (B, V): the model's own distribution, reported per token
+        logits = raw.index_fill(1, suppressed, float("-inf"))  # never generate control tokens
         if style.no_repeat_ngram_size > 0:
             for r in range(b):
                 banned = _banned_ngrams(ids[r], style.no_repeat_ngram_size)
                 if banned:
                     logits[r, banned] = float("-inf")
-        prob = torch.softmax(logits, -1)  # (B, V)
         if sample:
             scaled = logits / max(style.temperature, 1e-5)
             if style.top_k > 0:
@@ -84,7 +84,7 @@ def decode_incremental(
                 scaled = scaled.masked_fill(scaled < kth, float("-inf"))
             nxt = torch.multinomial(torch.softmax(scaled, -1), 1, generator=gen)[:, 0]  # (B,)
         else:
-            nxt = prob.argmax(-1)  # (B,)
+            nxt = logits.argmax(-1)  # (B,)
         p_nxt = prob.gather(1, nxt[:, None])[:, 0]
         nxt_list, p_list = nxt.tolist(), p_nxt.tolist()
         for r in range(b):
