@@ -78,6 +78,9 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
             st.error(f"**{up.name}**: {err}", icon=":material/block:")
             continue
         options[f"upload:{up.name}:{study.sha256[:8]}"] = (f"Upload: {up.name}", ("upload", data, up.name))
+    opened: Sample | None = st.session_state.get(f"{key}_opened")  # set by "open in compare" elsewhere
+    if opened is not None:
+        options[f"opened:{opened.id}"] = (f"Opened: {opened.title}", ("opened", opened))
     for sid, title in list_samples().items():
         options[f"sample:{sid}"] = (f"Sample: {title}", ("sample", sid))
     if not options:
@@ -93,6 +96,8 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
     if new:
         st.session_state[pick_key] = new[-1]
         st.session_state[seen_key] = seen + new
+    elif opened is not None and st.session_state.pop(f"{key}_opened_new", False):
+        st.session_state[pick_key] = f"opened:{opened.id}"
     if st.session_state.get(pick_key) not in options:
         st.session_state[pick_key] = next(iter(options))
     choice = st.selectbox("Study", list(options), format_func=lambda k: options[k][0], key=pick_key)
@@ -101,6 +106,9 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
     sample = None
     if kind == "sample":
         sample = load_sample(rest[0])
+        data, name = sample.data, sample.name
+    elif kind == "opened":
+        sample = rest[0]
         data, name = sample.data, sample.name
     else:
         data, name = rest
@@ -117,6 +125,12 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
     for w in study.warnings:
         st.caption(f":material/info: {w}")
     return PickedStudy(study=study, sample=sample, key=f"{study.sha256}:{study.window}:{choice}")
+
+
+def open_in_compare(sample: Sample, key: str = "cmp") -> None:
+    """Hand a study to the Compare page (call st.switch_page afterwards)."""
+    st.session_state[f"{key}_opened"] = sample
+    st.session_state[f"{key}_opened_new"] = True
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from model.types import DISCLAIMER
 
 TIMEOUT = 120
+APP = Path(__file__).resolve().parents[1] / "app.py"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def app(ckpt_dir, monkeypatch):
     monkeypatch.setenv("MEDDISTILL_CHECKPOINTS", str(ckpt_dir))
     st.cache_data.clear()
     st.cache_resource.clear()
-    at = AppTest.from_file("app.py", default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     yield at
     st.cache_data.clear()
     st.cache_resource.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -11,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from model.types import DISCLAIMER
 
 TIMEOUT = 120
+APP = Path(__file__).resolve().parents[1] / "app.py"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def app(ckpt_dir, monkeypatch):
     monkeypatch.setenv("MEDDISTILL_CHECKPOINTS", str(ckpt_dir))
     st.cache_data.clear()
     st.cache_resource.clear()
-    at = AppTest.from_file("app.py", default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     yield at
     st.cache_data.clear()
     st.cache_resource.clear()

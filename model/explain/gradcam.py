@@ -9,10 +9,13 @@ wrapper module that takes one image tensor and returns one tensor:
   returns per-position log-probabilities of those tokens (B, T); ``SentenceTarget`` sums the log-probs
   of sentence I (Selvaraju et al. 2017 applied to captioning).
 
-Concurrency: pytorch-grad-cam registers forward hooks on the *shared* model's ``cam_layer`` for its
-whole life, and any forward pass from another thread meanwhile pollutes the captured activations. So
-the CAM is built, run and released while holding ``predictor.lock`` (the predictor's own forward
-passes hold it too). Autograd is needed: no ``inference_mode`` here.
+Concurrency: pytorch-grad-cam keeps forward hooks on its target layer for its whole life, and a
+forward pass from another thread through that layer would pollute the captured activations (the
+Predictor's own ``predict`` does not take the lock). So the hooks never go on the shared model: the
+wrapper routes the trunk's feature map (``model.cam_layer``'s output) through a per-call
+``nn.Identity`` tap, and pytorch-grad-cam hooks that. The CAM is also built, run and released while
+holding ``predictor.lock``, because its backward pass writes ``.grad`` on the shared parameters.
+Autograd is needed: no ``inference_mode`` here.
 """
 
 from __future__ import annotations
@@ -102,7 +105,12 @@ def list_targets(modality: str, tokens: Sequence[str] = ()) -> list[str]:
 
 
 class _ScoreModule(nn.Module):
-    """Wraps a ReportModel: images (B, C, S, S) -> head logits (B, K) or token log-probs (B, T)."""
+    """Wraps a ReportModel: images (1, 1, S, S) -> head logits (1, K) or report-token log-probs (1, T).
+
+    The trunk's feature map (the output of ``model.cam_layer``) flows through ``tap``, an Identity
+    owned by this wrapper alone: pytorch-grad-cam hooks ``tap``, so its hooks never sit on the shared
+    model and a concurrent forward pass from another session cannot reach them.
+    """
 
     def __init__(
         self,
@@ -110,28 +118,29 @@ class _ScoreModule(nn.Module):
         head: str,
         context: torch.Tensor,
         input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
         token_positions: torch.Tensor | None = None,
     ):
         super().__init__()
         self.model = model
+        self.tap = nn.Identity()  # per-call hook point = model.cam_layer's output
         self.head = head  # "findings" | "tumour" | "tokens"
         self.context = context  # (1, CONTEXT_DIM)
         self.input_ids = input_ids  # (1, L) prompt + report tokens
-        self.attention_mask = attention_mask  # (1, L)
         self.token_positions = token_positions  # (T,) index in input_ids of each report token
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b = images.shape[0]
         ctx = self.context.expand(b, -1)
-        if self.head in ("findings", "tumour"):
-            heads = self.model.forward_heads(self.model.forward_features(images), ctx)
-            return heads.findings_logits if self.head == "findings" else heads.tumour_logits
-        ids = self.input_ids.expand(b, -1)
-        mask = None if self.attention_mask is None else self.attention_mask.expand(b, -1)
-        out = self.model(images, ctx, ids, mask)
-        logp = torch.log_softmax(out.lm_logits.float(), dim=-1)  # (B, L, V)
-        pos = self.token_positions  # token at pos p is predicted by the logits at p - 1
+        features = self.tap(self.model.forward_features(images))  # (B, C, h, w)
+        heads = self.model.forward_heads(features, ctx)
+        if self.head == "findings":
+            return heads.findings_logits  # (B, n_findings)
+        if self.head == "tumour":
+            return heads.tumour_logits  # (B, n_tumour)
+        ids = self.input_ids.expand(b, -1)  # (B, L)
+        lm_logits = self.model.decoder(ids, torch.ones_like(ids), self.model.build_memory(features, heads))
+        logp = torch.log_softmax(lm_logits.float(), dim=-1)  # (B, L, V)
+        pos = self.token_positions  # the token at p is predicted by the logits at p - 1
         return logp[:, pos - 1, :].gather(-1, ids[:, pos].unsqueeze(-1)).squeeze(-1)  # (B, T)
 
 
@@ -141,6 +150,8 @@ class _ScoreModule(nn.Module):
 
 def _image_tensor(predictor, study: Study) -> torch.Tensor:
     """(1, 1, S, S) float tensor: the one resize rule shared by training and serving."""
+    if hasattr(predictor, "image_tensor"):  # model.inference.Predictor: knows the served input size
+        return predictor.image_tensor(study)
     from model.data.imaging import to_model_input
 
     size = predictor.model.cfg.image_size
@@ -160,7 +171,9 @@ def _device(predictor) -> torch.device:
 def _sequence(
     predictor, study: Study, tokens: Sequence[str], detail: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids (1, L), positions (T,)): ``[DETAIL] [MODALITY] words... [EOS]`` and where the words sit."""
+    """(input_ids (1, L), positions (T,)): ``[DETAIL] [MODALITY] words...`` and where the words sit."""
+    if hasattr(predictor, "encode_report"):  # model.inference.Predictor
+        return predictor.encode_report(list(tokens), study.modality, detail)
     from model.networks import encode_report
 
     ids, prompt_len = encode_report(predictor.tokenizer, list(tokens), detail=detail, modality=study.modality)
@@ -232,18 +245,24 @@ def explain(
             if not 0 <= i < len(spans):
                 raise ValueError(f"The report has {len(spans)} sentences; sentence:{i} does not exist")
             ids, positions = _sequence(predictor, study, tokens, style.detail)
-            mask = torch.ones_like(ids)
-            wrapper = _ScoreModule(predictor.model, "tokens", ctx, ids, mask, positions)
-            cam_target = SentenceTarget(*spans[i])
+            a, b = spans[i]
+            b = min(b, len(positions))  # the decoder's max_len may have cut the report
+            if a >= b:
+                raise ValueError(f"sentence:{i} lies beyond the decoder's maximum length")
+            wrapper = _ScoreModule(predictor.model, "tokens", ctx, ids, positions)
+            cam_target = SentenceTarget(a, b)
 
-        with predictor.lock:  # hooks live on the shared model from here until the context exits
+        # The brief's rule: hold the model's lock for the CAM's whole life (its backward pass writes
+        # .grad on the shared parameters; hooks themselves sit on the per-call ``tap``).
+        with predictor.lock:
             was_training = predictor.model.training
             try:
-                with methods[method](model=wrapper, target_layers=[predictor.model.cam_layer]) as cam:
+                with methods[method](model=wrapper, target_layers=[wrapper.tap]) as cam:
                     heat = cam(input_tensor=images, targets=[cam_target])[0]  # (S, S) in [0, 1]
                     score = float(cam_target(cam.outputs[0].detach()).item())
             finally:
                 predictor.model.train(was_training)
+                predictor.model.zero_grad(set_to_none=True)  # free the parameter gradients
 
     heat = np.nan_to_num(np.asarray(heat, dtype=np.float32))
     heat = np.clip(_resize(heat, study.pixels.shape), 0.0, 1.0)
