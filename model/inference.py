@@ -103,18 +103,20 @@ def fit_ood_stats(
 
     The statistics are fitted on half of the images (even indices) and the threshold is the
     ``quantile`` of the scores of the other half, so it is calibrated on images the statistics have
-    not seen (fewer than 20 images: both on all). ``context`` is accepted for the trainer's call
+    not seen (fewer than 4 images: both on all). ``context`` is accepted for the trainer's call
     signature; the score depends on the image only.
     """
     x = pooled_features(model, images)  # (N, C) float64
     n = x.shape[0]
     if n < 2:
         raise ValueError("fit_ood_stats needs at least two images")
-    fit, calib = (x[0::2], x[1::2]) if n >= 20 else (x, x)
+    fit, calib = (x[0::2], x[1::2]) if n >= 4 else (x, x)
     mean = fit.mean(0)
     xc = fit - mean  # (n_fit, C)
     c = x.shape[1]
-    k = max(1, min(max_components, fit.shape[0] - 1, c))
+    # keep at most half of the fitted sample's directions, so the residual variance is estimated
+    # from real spread and not from the numerical floor (small validation sets)
+    k = max(1, min(max_components, (fit.shape[0] - 1) // 2, c - 1))
     _, s, vt = torch.linalg.svd(xc / max(1, fit.shape[0] - 1) ** 0.5, full_matrices=False)
     eig = s[:k] ** 2  # (k,) variances along the principal directions
     total = float((s**2).sum())
