@@ -78,6 +78,23 @@ def make_bar_figure(
     return _layout(fig, title)
 
 
+def make_model_bars_figure(
+    models: Sequence[str], values: Sequence[float | None], title: str, y_title: str = ""
+) -> go.Figure:
+    """One bar per model in the model's colour (latency, size)."""
+    fig = go.Figure(
+        go.Bar(
+            x=[NAMES.get(m, m) for m in models],
+            y=list(values),
+            marker_color=[COLORS.get(m, "#999") for m in models],
+            text=[f"{v:,.3g}" if isinstance(v, (int, float)) else "" for v in values],
+            textposition="outside",
+        )
+    )
+    fig.update_layout(yaxis_title=y_title, showlegend=False)
+    return _layout(fig, title)
+
+
 def make_curve_figure(
     curves: dict[str, tuple[Sequence[float], Sequence[float]]],
     title: str,

@@ -55,7 +55,8 @@ def _pydicom_path(fname: str) -> str | None:
         return None
 
 
-def _decode_masks(path: Path, modality: str, truth: CaseTruth | None) -> dict[str, np.ndarray]:
+def decode_masks(path: Path, modality: str) -> dict[str, np.ndarray]:
+    """Bit-mask PNG -> {finding (or "tumour"): bool mask} of the present ones."""
     from PIL import Image
 
     bits = np.asarray(Image.open(path)).astype(np.uint8)
@@ -77,7 +78,7 @@ def load_sample(sample_id: str) -> Sample:
     truth = CaseTruth.from_dict(truth_d) if truth_d else None
     masks = None
     if entry.get("mask") and (SAMPLES_DIR / entry["mask"]).exists():
-        masks = _decode_masks(SAMPLES_DIR / entry["mask"], entry["modality"], truth)
+        masks = decode_masks(SAMPLES_DIR / entry["mask"], entry["modality"])
     return Sample(
         id=sample_id,
         title=entry["title"],

@@ -1,0 +1,250 @@
+"""Reading evaluation results (``assets/eval/*.json``, written by ``meddistill evaluate``).
+
+Layout (docs/eval_schema.md): ``models[m].metrics[section][metric]``, ``models[m].per_finding``,
+``roc`` / ``reliability`` curves, ``retention.ratios[m]["section.metric"]``, ``tradeoff.curves``,
+``cases`` (per-case records for error analysis), ``protocol``, ``data.dir`` (the phantom set).
+``$MEDDISTILL_EVAL_DIR`` points the pages elsewhere (tests).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_VAR = "MEDDISTILL_EVAL_DIR"
+
+#: (section.metric, label, higher is better) for the scorecard
+HEADLINE: tuple[tuple[str, str, bool], ...] = (
+    ("findings.macro_auroc", "Finding macro-AUROC", True),
+    ("findings.macro_f1", "Finding macro-F1", True),
+    ("tumour.accuracy", "Tumour accuracy", True),
+    ("treatment.macro_f1", "Treatment macro-F1", True),
+    ("report.bleu_4", "BLEU-4", True),
+    ("report.rouge_l", "ROUGE-L", True),
+    ("report.cider_d", "CIDEr-D", True),
+    ("report.semantic", "Semantic similarity", True),
+    ("clinical.micro_f1", "Clinical-efficacy F1 (micro)", True),
+    ("clinical.example_f1", "Clinical-efficacy F1 (example)", True),
+    ("calibration.findings_ece", "Findings ECE", False),
+    ("localization.pointing_game", "Pointing game", True),
+    ("localization.iou", "Heat-map IoU", True),
+    ("efficiency.parameters", "Parameters", False),
+    ("efficiency.checkpoint_mb", "Checkpoint (MB)", False),
+    ("efficiency.latency_median_ms", "Median latency (ms)", False),
+)
+
+
+def eval_dir() -> Path:
+    return Path(os.environ.get(ENV_VAR) or ROOT / "assets" / "eval")
+
+
+def list_results() -> dict[str, Path]:
+    """Result name -> JSON path, newest first."""
+    d = eval_dir()
+    paths = sorted(d.glob("*.json"), key=lambda p: -p.stat().st_mtime) if d.is_dir() else []
+    return {p.stem: p for p in paths}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _read(path: str, mtime_ns: int) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def load_result(path: Path) -> dict:
+    return _read(str(path), path.stat().st_mtime_ns)
+
+
+def result_picker_ui(key: str) -> dict | None:
+    """Pick one result file; None (with a message) when there is none or it cannot be read."""
+    results = list_results()
+    if not results:
+        st.info(
+            f"No evaluation results yet in `{eval_dir()}`: run `meddistill evaluate --data DIR` "
+            "(see the README) and reload."
+        )
+        return None
+    name = st.selectbox("Evaluation result", list(results), key=f"{key}_result")
+    try:
+        result = load_result(results[name])
+    except (OSError, json.JSONDecodeError) as err:
+        st.error(f"Could not read {results[name].name}: {err}")
+        return None
+    if not isinstance(result.get("models"), dict):
+        st.error(f"{results[name].name} does not look like a `meddistill evaluate` result.")
+        return None
+    return result
+
+
+def model_order(result: dict) -> list[str]:
+    return [m for m in result.get("model_order") or list(result["models"]) if m in result["models"]]
+
+
+def metric(result: dict, model: str, dotted: str):
+    section, _, name = dotted.partition(".")
+    return ((result["models"][model].get("metrics") or {}).get(section) or {}).get(name)
+
+
+def scorecard_frame(result: dict) -> pd.DataFrame:
+    """Headline metrics per model plus each student's retention ratio (student / teacher)."""
+    models = model_order(result)
+    ref = (result.get("retention") or {}).get("reference", "teacher")
+    ratios = (result.get("retention") or {}).get("ratios") or {}
+    rows = []
+    for key, label, higher in HEADLINE:
+        row = {"metric": label, "better": "higher" if higher else "lower"}
+        for m in models:
+            row[m] = metric(result, m, key)
+        for m in models:
+            if m != ref:
+                row[f"{m} / {ref}"] = (ratios.get(m) or {}).get(key)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
+
+
+# ----------------------------------------------------------------------------------------------
+# Cases (error analysis)
+
+
+def _words(text: str | None) -> set[str]:
+    return set((text or "").lower().replace(".", " ").replace(",", " ").split())
+
+
+def report_divergence(a: str | None, b: str | None) -> float:
+    """1 - Jaccard overlap of the two reports' word sets (0 = same words, 1 = nothing shared)."""
+    wa, wb = _words(a), _words(b)
+    if not wa and not wb:
+        return 0.0
+    return 1.0 - len(wa & wb) / len(wa | wb)
+
+
+def cases_frame(result: dict) -> pd.DataFrame:
+    """One row per evaluated case with what the error-analysis filters need."""
+    models = model_order(result)
+    ref = (result.get("retention") or {}).get("reference", "teacher")
+    students = [m for m in models if m != ref]
+    rows = []
+    for c in result.get("cases") or []:
+        truth = c.get("truth") or {}
+        row = {
+            "id": c["id"],
+            "modality": c.get("modality"),
+            "source": c.get("source"),
+            "truth_findings": ", ".join(truth.get("findings") or []),
+            "truth_tumour": truth.get("tumour"),
+        }
+        per = c.get("models") or {}
+        for m in models:
+            r = per.get(m) or {}
+            row[f"{m}_missed"] = ", ".join(r.get("missed_findings") or [])
+            row[f"{m}_false"] = ", ".join(r.get("false_findings") or [])
+            row[f"{m}_tumour"] = r.get("tumour_pred")
+            row[f"{m}_tumour_ok"] = r.get("tumour_correct")
+            row[f"{m}_clinical_f1"] = r.get("clinical_f1")
+            row[f"{m}_bleu_4"] = r.get("bleu_4")
+            row[f"{m}_ood"] = r.get("ood_score")
+        if ref in per and students:
+            s = students[0]
+            t_r, s_r = per[ref], per.get(s) or {}
+            key = "findings" if c.get("modality") == "CXR" else "tumour"
+            pt = np.array(list((t_r.get(key) or {}).values()), dtype=float)
+            ps = np.array(list((s_r.get(key) or {}).values()), dtype=float)
+            row["gap"] = float(np.abs(pt - ps).max()) if pt.size and pt.size == ps.size else np.nan
+            row["report_divergence"] = report_divergence(t_r.get("report"), s_r.get("report"))
+            dis = (c.get("disagreement") or {}).get(s) or {}
+            row["disagree"] = bool(dis.get("findings") or dis.get("tumour") or dis.get("report_labels"))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    first = [
+        c
+        for c in ("id", "modality", "gap", "report_divergence", "disagree", "truth_findings", "truth_tumour")
+        if c in df
+    ]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+def filter_cases(
+    df: pd.DataFrame,
+    models: list[str],
+    finding: str | None = None,
+    modality: str | None = None,
+    error_model: str | None = None,
+    error_type: str = "any",
+    disagree_only: bool = False,
+    min_divergence: float = 0.0,
+) -> pd.DataFrame:
+    """Pure pandas filtering (kept apart from the widgets so tests can pin it)."""
+    out = df
+    if modality:
+        out = out[out["modality"] == modality]
+    if finding:
+        cols = ["truth_findings"] + [f"{m}_{k}" for m in models for k in ("missed", "false")]
+        mask = np.zeros(len(out), bool)
+        for col in cols:
+            mask |= out[col].fillna("").str.contains(finding, regex=False).to_numpy()
+        out = out[mask]
+    if error_model and error_type != "any":
+        if error_type == "false negative":
+            out = out[out[f"{error_model}_missed"].fillna("") != ""]
+        elif error_type == "false positive":
+            out = out[out[f"{error_model}_false"].fillna("") != ""]
+        elif error_type == "wrong tumour class":
+            out = out[out[f"{error_model}_tumour_ok"] == False]  # noqa: E712 (None = not CT)
+        elif error_type == "correct":
+            ok = (out[f"{error_model}_missed"].fillna("") == "") & (
+                out[f"{error_model}_false"].fillna("") == ""
+            )
+            out = out[ok & (out[f"{error_model}_tumour_ok"] != False)]  # noqa: E712
+    if disagree_only and "disagree" in out:
+        out = out[out["disagree"]]
+    if min_divergence > 0 and "report_divergence" in out:
+        out = out[out["report_divergence"] >= min_divergence]
+    return out
+
+
+def data_dir(result: dict) -> Path | None:
+    d = (result.get("data") or {}).get("dir")
+    if not d:
+        return None
+    p = Path(d)
+    return p if p.is_absolute() else ROOT / p
+
+
+def case_files(result: dict, case_id: str) -> tuple[Path | None, Path | None]:
+    """(image, mask) of a phantom case when its data set is on this machine."""
+    d = data_dir(result)
+    if d is None:
+        return None, None
+    img, mask = d / "images" / f"{case_id}.png", d / "masks" / f"{case_id}.png"
+    return (img if img.is_file() else None), (mask if mask.is_file() else None)
+
+
+def teaching_set_zip(result: dict, df: pd.DataFrame) -> bytes:
+    """A zip with cases.csv, one JSON per case (reference + every model's report) and the images."""
+    by_id = {c["id"]: c for c in result.get("cases") or []}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("cases.csv", df.to_csv(index=False))
+        zf.writestr(
+            "README.txt",
+            "MedDistill Studio teaching set. For demonstration and teaching only; not for clinical use.\n"
+            f"Evaluation: {result.get('name')} ({result.get('created')}); cases: {len(df)}.\n",
+        )
+        for cid in df["id"]:
+            case = by_id.get(cid)
+            if case is None:
+                continue
+            zf.writestr(f"cases/{cid}.json", json.dumps(case, indent=1, default=str))
+            img, mask = case_files(result, cid)
+            if img:
+                zf.write(img, f"images/{cid}.png")
+            if mask:
+                zf.write(mask, f"masks/{cid}.png")
+    return buf.getvalue()
