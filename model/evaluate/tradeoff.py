@@ -1,0 +1,99 @@
+"""Length / detail trade-off: clinical-efficacy F1 and BLEU-4 per detail level and maximum length.
+
+For each model, detail level and case, the report is decoded greedily once at the largest cap; the
+report at a smaller cap ``k`` is its first ``k`` tokens, which is exactly what greedy decoding with
+``max_new_tokens=k`` produces (greedy decoding is deterministic and left to right; a test checks
+it). Each detail level is scored against the reference written at that level.
+
+JSON block (``result["tradeoff"]``)::
+
+    {"max_new_tokens": [16, 32, ...], "details": ["brief", ...], "n_cases": N,
+     "protocol": {...},
+     "curves": {model: {detail: {"max_new_tokens": [...], "clinical_f1": [...],
+                                 "clinical_example_f1": [...], "bleu_4": [...], "mean_tokens": [...]}}}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from model.evaluate import clinical, nlg
+from model.types import DETAIL_LEVELS, ReportStyle
+
+MAX_NEW_TOKENS: tuple[int, ...] = (16, 32, 48, 64, 96, 128)
+
+
+def tradeoff_protocol(caps: Sequence[int], details: Sequence[str], n_cases: int) -> dict:
+    return {
+        "decoding": "greedy; one decode at the largest cap, truncated to each smaller cap (identical to "
+        "greedy decoding with that cap)",
+        "clinical_f1": "micro F1 of labeler(generated) vs labeler(reference at the same detail level)",
+        "bleu_4": "corpus BLEU-4 (pycocoevalcap), same tokenisation as the report metrics",
+        "max_new_tokens": list(caps),
+        "details": list(details),
+        "n_cases": n_cases,
+        "cap_note": "a cap above a model's maximum length is clipped to it",
+    }
+
+
+def model_cap(predictor) -> int:
+    """The largest number of new tokens a predictor's decoder can produce."""
+    cfg = getattr(getattr(predictor, "model", None), "cfg", None)
+    if cfg is None:
+        return max(MAX_NEW_TOKENS)
+    from model.networks import PROMPT_LEN
+
+    return max(1, int(cfg.max_len) - PROMPT_LEN)
+
+
+def _detokenize(tokens: Sequence[str]) -> str:
+    from model.networks import detokenize
+
+    return detokenize(list(tokens))
+
+
+def curves_for_model(
+    predictor,
+    studies: Sequence,
+    contexts: Sequence,
+    references: Mapping[str, Sequence[str]],
+    *,
+    caps: Sequence[int] = MAX_NEW_TOKENS,
+    details: Sequence[str] = DETAIL_LEVELS,
+    uncertain: str = "positive",
+    labeler: Callable | None = None,
+    reference_labels: Mapping[str, Sequence[Mapping]] | None = None,
+    progress: Callable[[], None] | None = None,
+) -> dict:
+    """``{detail: {"max_new_tokens", "clinical_f1", "clinical_example_f1", "bleu_4", "mean_tokens"}}``.
+
+    ``references[detail]`` holds the reference report of each study at that level.
+    """
+    label = labeler or clinical.default_labeler()
+    top = min(max(caps), model_cap(predictor))
+    out: dict[str, dict] = {}
+    for detail in details:
+        refs = list(references[detail])
+        ref_labels = list(reference_labels[detail]) if reference_labels else [label(r) for r in refs]
+        tokens = []
+        for study, ctx in zip(studies, contexts, strict=True):
+            pred = predictor.predict(study, context=ctx, style=ReportStyle(detail=detail, max_new_tokens=top))
+            tokens.append(list(pred.tokens))
+            if progress:
+                progress()
+        curve: dict[str, list] = {"max_new_tokens": [], "clinical_f1": [], "clinical_example_f1": [],
+                                  "bleu_4": [], "mean_tokens": []}  # fmt: skip
+        for cap in caps:
+            k = min(cap, top)
+            hyps = [_detokenize(t[:k]) for t in tokens]
+            ce = clinical.ce_scores([label(h) for h in hyps], ref_labels, uncertain=uncertain)
+            b, _ = nlg.bleu(hyps, refs)
+            curve["max_new_tokens"].append(int(cap))
+            curve["clinical_f1"].append(ce["micro"]["f1"])
+            curve["clinical_example_f1"].append(ce["example"]["f1"])
+            curve["bleu_4"].append(b[3])
+            curve["mean_tokens"].append(float(np.mean([min(len(t), k) for t in tokens])) if tokens else 0.0)
+        out[detail] = curve
+    return out
