@@ -150,10 +150,15 @@ def _command_line() -> str:
     return " ".join(["meddistill", *sys.argv[1:]]) if sys.argv else ""
 
 
-def _build(model_cfg, vocab_size: int, dropout: float | None):
+def _build(model_cfg, vocab_size: int, dropout: float | None, data: DataConfig):
+    """The preset with this run's vocabulary, input size (served the same) and sequence length."""
     from model.networks import build_model
 
-    changes = {"vocab_size": vocab_size}
+    changes = {
+        "vocab_size": vocab_size,
+        "image_size": data.image_size,
+        "max_len": max(model_cfg.max_len, data.max_len),
+    }
     if dropout is not None:
         changes["dropout"] = dropout
     cfg = dataclasses.replace(model_cfg, **changes)
@@ -191,7 +196,7 @@ def train_supervised(
     val_samples = load_samples(data, "val")
     tokenizer, tok_origin = _tokenizer(labelled, tokenizer_from)
     torch.manual_seed(tcfg.seed)
-    model, cfg = _build(model_cfg, len(tokenizer), tcfg.dropout)
+    model, cfg = _build(model_cfg, len(tokenizer), tcfg.dropout, data)
     train_set = to_tensorset(labelled, tokenizer, data, tcfg.seed)
     val_set = to_tensorset(val_samples, tokenizer, data, tcfg.seed + 1)
     dcfg = DistillConfig().without_kd()
@@ -260,7 +265,7 @@ def distill_student(
     labelled, rest = split_labelled(train_all, data.labelled_frac, data.seed)
     val_samples = load_samples(data, "val")
     torch.manual_seed(tcfg.seed)
-    student, cfg = _build(student_cfg, len(tokenizer), tcfg.dropout)
+    student, cfg = _build(student_cfg, len(tokenizer), tcfg.dropout, data)
     lab_set = to_tensorset(labelled, tokenizer, data, tcfg.seed)
     parts = [lab_set]
     transfer_note = None

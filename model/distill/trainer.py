@@ -140,19 +140,31 @@ def validate(
     model.train(was_training)
     metrics = {f"val_{k}": v / max(1, n_batches) for k, v in sums.items() if k in TERMS or k == "total"}
     scores, labels = np.concatenate(f_scores), np.concatenate(f_labels)
+    pred, true = np.concatenate(t_pred), np.concatenate(t_true)
+    sources = np.asarray(data.sources)
+    groups = {"": np.ones(len(data), dtype=bool)}
+    for name in sorted(set(data.sources)):  # per source too: phantoms and real sets differ a lot
+        groups["_" + name] = sources == name
+    for suffix, rows in groups.items():
+        auc = _macro_auroc(scores[rows], labels[rows])
+        if not (suffix and math.isnan(auc)):
+            metrics[f"val_findings_macro_auroc{suffix}"] = auc
+        known = rows & (true != -100)
+        if known.any() or not suffix:
+            acc = float((pred[known] == true[known]).mean()) if known.any() else float("nan")
+            metrics[f"val_tumour_accuracy{suffix}"] = acc
+    return metrics
+
+
+def _macro_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean AUROC over findings with both classes among the known labels (NaN when none)."""
     aucs = []
     for c in range(scores.shape[1]):
         known = ~np.isnan(labels[:, c])
         a = auroc(scores[known, c], labels[known, c]) if known.any() else float("nan")
         if not math.isnan(a):
             aucs.append(a)
-    metrics["val_findings_macro_auroc"] = float(np.mean(aucs)) if aucs else float("nan")
-    pred, true = np.concatenate(t_pred), np.concatenate(t_true)
-    known = true != -100
-    metrics["val_tumour_accuracy"] = (
-        float((pred[known] == true[known]).mean()) if known.any() else float("nan")
-    )
-    return metrics
+    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------
