@@ -39,7 +39,7 @@ def parse_checkpoints(items: list[str] | None) -> dict[str, Path]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise SystemExit(f"--checkpoints expects NAME=DIR, got {item!r}")
+            raise ValueError(f"--checkpoints expects NAME=DIR, got {item!r}")
         out[name] = Path(path)
     return out
 
@@ -111,7 +111,11 @@ def main(args: argparse.Namespace) -> int:
     from model.evaluate.run import evaluate
     from model.evaluate.summary import metrics_table
 
-    checkpoints = parse_checkpoints(args.checkpoints)
+    try:
+        checkpoints = parse_checkpoints(args.checkpoints)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
     if not checkpoints:
         print("No checkpoints: pass --checkpoints NAME=DIR ... (none are shipped yet).", file=sys.stderr)
         return 2
