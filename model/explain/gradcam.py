@@ -131,7 +131,11 @@ class _ScoreModule(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b = images.shape[0]
         ctx = self.context.expand(b, -1)
-        features = self.tap(self.model.forward_features(images))  # (B, C, h, w)
+        # Grad-CAM needs d(score)/d(features) only: run the trunk without a graph and start autograd at
+        # the feature map, so backward never walks the (large) encoder. Same map, a fraction of the cost.
+        with torch.no_grad():
+            trunk = self.model.forward_features(images)  # (B, C, h, w)
+        features = self.tap(trunk.detach().requires_grad_(True))
         heads = self.model.forward_heads(features, ctx)
         if self.head == "findings":
             return heads.findings_logits  # (B, n_findings)
@@ -223,7 +227,6 @@ def explain(
 
     with torch.inference_mode(False), torch.enable_grad():
         images = _image_tensor(predictor, study).detach().clone().float()
-        images.requires_grad_(True)  # so activations carry gradients even if weights are frozen
         ctx = _context_tensor(predictor, context)
         if kind == "finding":
             if name not in FINDINGS:
