@@ -68,7 +68,6 @@ def _dir_key(dirs: dict[str, Path]) -> str:
 def build_demo_checkpoints(out_dir: Path) -> dict[str, Path]:
     """Tiny random-weight teacher and student checkpoints (so the app runs before training ends)."""
     from model.checkpoints import save_checkpoint
-
     from model.networks import TINY_PRESETS, build_model, build_tokenizer
 
     texts = _demo_texts()
@@ -97,6 +96,7 @@ def build_demo_checkpoints(out_dir: Path) -> dict[str, Path]:
 def _demo_texts() -> list[str]:
     try:
         import numpy as np
+
         from model.data.phantom import sample_truth
         from model.data.reports import write_reports
 
@@ -142,3 +142,22 @@ def describe_origin(ms: ModelSet) -> str:
     where = {"env": f"${ENV_VAR}", "shipped": "assets/checkpoints", "demo": "a temp dir"}[ms.origin]
     names = ", ".join(MODEL_TITLES.get(m, m) for m in MODEL_IDS if m in ms.predictors)
     return f"Models: {names} (from {where})."
+
+
+def training_data_summary(card: dict) -> str:
+    """One line on what a checkpoint was trained on, from its model card."""
+    if card.get("untrained"):
+        return "untrained demo weights (random initialisation)"
+    training = card.get("training") or {}
+    data = training.get("data") or {}
+    parts = []
+    for key, label in (("labelled", "labelled"), ("transfer", "transfer set (teacher soft labels)")):
+        block = data.get(key)
+        if isinstance(block, dict) and block.get("n"):
+            sources = ", ".join(f"{s} {n}" for s, n in (block.get("per_source") or {}).items())
+            parts.append(f"{block['n']} {label}" + (f" ({sources})" if sources else ""))
+        elif isinstance(block, str):
+            parts.append(f"{label}: {block}")
+    recipe = training.get("recipe")
+    text = "; ".join(parts) or str(card.get("training_data") or "unknown")
+    return f"{text}" + (f" — {recipe}" if recipe else "")

@@ -80,14 +80,14 @@ def render_tumour(pred: Prediction, truth: CaseTruth | None = None) -> None:
     st.markdown(line)
 
 
-def render_treatments(pred: Prediction, top: int = 4) -> None:
+def render_treatments(pred: Prediction, top: int = 3) -> None:
+    """The most probable formulary items; the rulebook's reasons sit in an expander."""
     st.markdown("**Treatment suggestions** (educational formulary, not advice)")
-    for t in pred.treatments[:top]:
-        label = TREATMENT_LABELS.get(t.name, t.name)
-        st.markdown(
-            f"- {label} — {t.probability:.2f}  \n  <small>{html.escape(t.reason)}</small>",
-            unsafe_allow_html=True,
-        )
+    shown = pred.treatments[:top]
+    st.markdown("\n".join(f"- {TREATMENT_LABELS.get(t.name, t.name)}: {t.probability:.2f}" for t in shown))
+    with st.expander("Why (rulebook reasons)"):
+        for t in shown:
+            st.markdown(f"**{TREATMENT_LABELS.get(t.name, t.name)}**: {t.reason}")
 
 
 def render_latency(pred: Prediction, size: dict | None = None) -> None:

@@ -29,7 +29,6 @@ IDENTIFYING = (
     "other",
 )
 ACCEPTED = "PNG, JPEG or DICOM"
-VIEW_WIDTH = 420  # px: big enough to read, small enough to keep the reports in view
 
 
 @dataclass
@@ -188,7 +187,7 @@ def render_study_viewer(
     caption = f"{study.source} · {study.modality} · {study.pixels.shape[1]}×{study.pixels.shape[0]}"
     if shown.window:
         caption += f" · window C{shown.window[0]:.0f}/W{shown.window[1]:.0f}"
-    st.image(rgb, caption=caption, width=VIEW_WIDTH)
+    st.image(rgb, caption=caption, width="stretch")
     render_metadata(study)
 
 

@@ -5,7 +5,7 @@ import streamlit as st
 from components.cam_view import render_cam_panel
 from components.controls import patient_context_ui, report_style_ui
 from components.layout import render_model_origin, render_page_header
-from components.model_store import MODEL_TITLES, describe_origin, load_model_set
+from components.model_store import MODEL_TITLES, describe_origin, load_model_set, training_data_summary
 from components.prediction_view import (
     divergence_summary,
     render_findings,
@@ -33,7 +33,7 @@ show_nokd = "student_nokd" in ms.predictors and st.sidebar.toggle(
 highlight = st.sidebar.toggle("Highlight departing words", value=True, key="cmp_highlight")
 threshold = st.sidebar.slider("Highlight threshold (JS bits)", 0.0, 1.0, 0.15, 0.05, key="cmp_threshold")
 
-col_pick, col_img, col_truth = st.columns([1.1, 1.3, 1.1])
+col_pick, col_img, col_truth = st.columns([1.1, 1.0, 1.1], gap="medium")
 with col_pick:
     picked = study_picker_ui("cmp")
 if picked is None:
@@ -83,5 +83,6 @@ for col, (m, pred) in zip(cols, preds.items(), strict=True):
             render_tumour(pred, truth)
         render_treatments(pred)
         render_latency(pred, ms.sizes.get(m))
+        st.caption(f"Trained on: {training_data_summary(ms.predictors[m].card or {})}")
 
 render_cam_panel(ms, study, picked.key, preds, context, style, sample.masks if sample else None)

@@ -51,7 +51,7 @@ with right:
     temperature = st.slider("Temperature T", 0.5, 10.0, 2.0, step=0.5, key="dist_temperature")
     top_k = st.slider("Words shown", 5, 30, 12, key="dist_top_k")
     prefix = " ".join(tokens[:position])
-    st.markdown(f"Context so far: “{prefix} **▢**” — the actual next word is **{tokens[position]}**.")
+    st.markdown(f"Context so far: “{prefix} **___**” — the actual next word is **{tokens[position]}**.")
     nt = next_tokens_cached(ms, study, picked.key, tokens, position, temperature, context, detail)
     st.plotly_chart(
         make_next_token_figure(nt.words, nt.teacher, nt.student, top_k=top_k, actual=tokens[position]),
