@@ -85,6 +85,9 @@ def test_upload_png_then_controls_update(app):
     # report controls apply at once, without re-uploading
     app.sidebar.select_slider(key="rc_detail").set_value("brief").run()
     app.sidebar.slider(key="rc_max_tokens").set_value(16).run()
+    after = _reports(app)
+    assert len(after) == 2 and after != before  # regenerated at once, no re-upload
+    assert app.selectbox(key="cmp_study").value.startswith("upload:my_upload.png")
     app.sidebar.radio(key="rc_decoding").set_value("beam").run()
     assert not app.exception
     app.sidebar.slider(key="rc_beams").set_value(2).run()
@@ -144,3 +147,17 @@ def test_phantom_sample_shows_ground_truth(app):
     app.selectbox(key="cmp_study").set_value(f"sample:{samples[0]}").run()
     assert not app.exception
     assert any("Ground truth" in h.value for h in app.subheader)
+
+
+def test_ood_warning_is_shown_for_flagged_predictions():
+    def page():
+        from components.prediction_view import render_ood_warning
+        from model.types import Prediction
+
+        def pred(flag):
+            return Prediction("m", "CXR", {}, {}, [], "", [], [], {}, 7.5 if flag else 1.0, flag)
+
+        render_ood_warning({"teacher": pred(True), "student": pred(False)})
+
+    at = AppTest.from_function(page).run()
+    assert any("Out of distribution" in w.value and "7.5" in w.value for w in at.warning)

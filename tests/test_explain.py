@@ -213,3 +213,55 @@ def test_token_divergence_same_model_is_zero_and_differs_otherwise():
     nt = next_token_distributions(_TinyPredictor(0), _TinyPredictor(1), study, TOKENS, 3, temperature=4.0)
     assert nt.teacher.shape == (len(_tokenizer().get_vocab()),) and nt.teacher.sum() == pytest.approx(1.0)
     assert nt.kl_teacher_student >= 0 and 0 <= nt.divergence <= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# With the real Predictor (model.inference) on tiny checkpoints
+
+
+@pytest.fixture(scope="module")
+def predictors(tmp_path_factory):
+    from components.model_store import build_demo_checkpoints
+    from model.inference import Predictor
+
+    dirs = build_demo_checkpoints(tmp_path_factory.mktemp("ckpt"))
+    return {m: Predictor.from_dir(d, m) for m, d in dirs.items()}
+
+
+def test_real_predictor_targets_and_sentences(predictors):
+    p = predictors["teacher"]
+    study = _study(20, size=64)
+    pred = p.predict(study)
+    for target in ("finding:pneumothorax", "tumour:benign", "sentence:0"):
+        exp = explain(p, study, target, tokens=pred.tokens)
+        assert exp.heatmap.shape == (64, 64) and 0 <= exp.heatmap.min() <= exp.heatmap.max() <= 1
+    assert all(q.grad is None for q in p.model.parameters())  # no gradients left on the shared model
+
+
+def test_cam_unaffected_by_concurrent_predict_on_the_shared_model(predictors):
+    """predict() does not take the lock; CAM hooks sit on a per-call tap, so it cannot pollute them."""
+    p = predictors["student"]
+    a, b = _study(30, size=64), _study(31, size=64)
+    want = explain(p, a, "finding:nodule").heatmap
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            p.predict(b)
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        got = [explain(p, a, "finding:nodule").heatmap for _ in range(5)]
+    finally:
+        stop.set()
+        t.join()
+    for h in got:
+        np.testing.assert_allclose(h, want, atol=1e-6)
+
+
+def test_real_divergence_between_teacher_and_student(predictors):
+    study = _study(40, size=64)
+    tokens = predictors["student"].predict(study).tokens[:12]
+    d = token_divergence(predictors["teacher"], predictors["student"], study, tokens)
+    assert d.divergence.shape == (len(tokens),) and (d.divergence >= 0).all() and (d.divergence <= 1).all()
