@@ -160,3 +160,24 @@ def test_peak_memory_subprocess(tiny):
     _, ckpt = tiny
     mem = efficiency.peak_memory(ckpt["student"])
     assert mem.get("peak_rss_mb") and mem["peak_rss_mb"] >= mem["baseline_rss_mb"] > 0, mem
+
+
+def test_batched_predictions_match_predict(tiny):
+    """Evaluation scores batches; they must say what Predictor.predict says one study at a time."""
+    from model.data.sources import PhantomSource
+    from model.evaluate.batched import predict_batch
+    from model.inference import Predictor
+
+    data, ckpt = tiny
+    samples = PhantomSource(data).samples("test")[:5]  # CXR and CT mixed
+    studies = [load_sample_study(s) for s in samples]
+    contexts = [s.context for s in samples]
+    p = Predictor.from_dir(ckpt["teacher"], "teacher")
+    style = ReportStyle(detail="detailed", max_new_tokens=20)
+    for one, many in zip([p.predict(s, c, style) for s, c in zip(studies, contexts, strict=True)],
+                         predict_batch(p, studies, contexts, style), strict=True):  # fmt: skip
+        assert many.tokens == one.tokens and many.report == one.report
+        np.testing.assert_allclose(list(many.findings.values()), list(one.findings.values()), atol=1e-5)
+        np.testing.assert_allclose(list(many.tumour.values()), list(one.tumour.values()), atol=1e-5)
+        assert [t.name for t in many.treatments] == [t.name for t in one.treatments]
+        np.testing.assert_allclose(many.token_probs, one.token_probs, atol=1e-4)

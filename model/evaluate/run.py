@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from model.evaluate import clinical, efficiency, localization, nlg, scoring, tradeoff
+from model.evaluate.batched import predict_batch
 from model.evaluate.calibration import calibration_protocol
 from model.evaluate.summary import SCHEMA_VERSION, retention, write_outputs
 from model.types import (
@@ -65,6 +66,7 @@ class EvalConfig:
     real_dir: str | None = str(DEFAULT_REAL_DIR)  # real sets root; None = phantoms only
     real_limit: int | None = 200  # cases per real set
     progress: bool = True
+    batch_size: int = 16  # studies per forward pass in the scoring passes (latency is always batch 1)
     name: str | None = None  # result name; default: the JSON file's stem
 
 
@@ -125,14 +127,22 @@ def stable_subset(samples: Sequence, limit: int | None) -> list:
 # Prediction passes
 
 
-def _predict_section(predictors, samples, style, desc: str, progress: bool):
+def _predict_section(predictors, samples, style, desc: str, progress: bool, batch_size: int = 16):
+    """Every model on every sample, ``batch_size`` studies per forward pass (see ``batched``);
+    each case's ``latency_ms`` is its batch's wall time / batch size."""
     runs = {name: scoring.ModelRun() for name in predictors}
-    for sample in tqdm(samples, desc=desc, unit="case", disable=not progress, leave=False):
-        study = load_sample_study(sample)
-        for name, predictor in predictors.items():
-            t0 = time.perf_counter()
-            pred = predictor.predict(study, context=sample.context, style=style)
-            runs[name].add(pred, (time.perf_counter() - t0) * 1e3)
+    with tqdm(total=len(samples), desc=desc, unit="case", disable=not progress, leave=False) as bar:
+        for start in range(0, len(samples), max(1, batch_size)):
+            chunk = samples[start : start + max(1, batch_size)]
+            studies = [load_sample_study(s) for s in chunk]
+            contexts = [s.context for s in chunk]
+            for name, predictor in predictors.items():
+                t0 = time.perf_counter()
+                preds = predict_batch(predictor, studies, contexts, style)
+                per_case = (time.perf_counter() - t0) * 1e3 / len(chunk)
+                for pred in preds:
+                    runs[name].add(pred, per_case)
+            bar.update(len(chunk))
     return runs
 
 
@@ -367,6 +377,7 @@ def _tradeoff(predictors, samples, cfg: EvalConfig) -> dict:
             curves[name] = tradeoff.curves_for_model(
                 predictor, studies, contexts, references, caps=cfg.tradeoff_tokens, details=cfg.tradeoff_details,
                 uncertain=cfg.uncertain, labeler=label, reference_labels=ref_labels, progress=bar.update,
+                batch_size=cfg.batch_size,
             )  # fmt: skip
     return {
         "max_new_tokens": list(cfg.tradeoff_tokens),
@@ -382,15 +393,16 @@ def _run_section(predictors, section: Section, cfg: EvalConfig, timing: dict, ke
     style = ReportStyle(detail=cfg.detail, max_new_tokens=cfg.max_new_tokens)
     t0 = time.perf_counter()
     section.runs = _predict_section(
-        predictors, section.samples, style, f"{section.name}: predict", cfg.progress
+        predictors, section.samples, style, f"{section.name}: predict", cfg.progress, cfg.batch_size
     )
     timing[f"{key}.predict_s"] = round(time.perf_counter() - t0, 2)
     if section.val_samples:
         t0 = time.perf_counter()
         heads_only = ReportStyle(detail=cfg.detail, max_new_tokens=1)  # thresholds need the heads only
         section.val_runs = _predict_section(
-            predictors, section.val_samples, heads_only, f"{section.name}: validation", cfg.progress
-        )
+            predictors, section.val_samples, heads_only, f"{section.name}: validation", cfg.progress,
+            cfg.batch_size,
+        )  # fmt: skip
         timing[f"{key}.validation_s"] = round(time.perf_counter() - t0, 2)
 
 

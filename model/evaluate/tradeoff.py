@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from model.evaluate import clinical, nlg
+from model.evaluate.batched import predict_batch
 from model.types import DETAIL_LEVELS, ReportStyle
 
 MAX_NEW_TOKENS: tuple[int, ...] = (16, 32, 48, 64, 96, 128)
@@ -65,7 +66,8 @@ def curves_for_model(
     uncertain: str = "positive",
     labeler: Callable | None = None,
     reference_labels: Mapping[str, Sequence[Mapping]] | None = None,
-    progress: Callable[[], None] | None = None,
+    progress: Callable[[int], object] | None = None,
+    batch_size: int = 16,
 ) -> dict:
     """``{detail: {"max_new_tokens", "clinical_f1", "clinical_example_f1", "bleu_4", "mean_tokens"}}``.
 
@@ -78,11 +80,14 @@ def curves_for_model(
         refs = list(references[detail])
         ref_labels = list(reference_labels[detail]) if reference_labels else [label(r) for r in refs]
         tokens = []
-        for study, ctx in zip(studies, contexts, strict=True):
-            pred = predictor.predict(study, context=ctx, style=ReportStyle(detail=detail, max_new_tokens=top))
-            tokens.append(list(pred.tokens))
+        style = ReportStyle(detail=detail, max_new_tokens=top)
+        for start in range(0, len(studies), batch_size):
+            preds = predict_batch(
+                predictor, studies[start : start + batch_size], contexts[start : start + batch_size], style
+            )
+            tokens.extend(list(p.tokens) for p in preds)
             if progress:
-                progress()
+                progress(len(preds))
         curve: dict[str, list] = {"max_new_tokens": [], "clinical_f1": [], "clinical_example_f1": [],
                                   "bleu_4": [], "mean_tokens": []}  # fmt: skip
         for cap in caps:
