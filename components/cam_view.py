@@ -80,7 +80,7 @@ def render_cam_panel(
             rgb = overlay(study.pixels, exp.heatmap, alpha)
             if show_masks:
                 rgb = draw_mask_outlines(rgb, masks)
-            caption = f"{method} · score {exp.score:.2f}"
+            caption = f"{study.source} · {method} · score {exp.score:.2f}"
             if kind == "sentence":
                 caption += f" · “{sentences[int(name)]}”"
             st.image(rgb, caption=caption, width=CAM_WIDTH)

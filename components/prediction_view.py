@@ -22,7 +22,7 @@ def _join_tokens(tokens: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def report_html(tokens: list[str], divergence=None, threshold: float = 0.15) -> str:
+def report_html(tokens: list[str], divergence=None, threshold: float = 0.15, source: str = "") -> str:
     """The report as HTML, words shaded by teacher-student JS divergence (darker = departs more)."""
     if not tokens:
         return "<em>(empty report)</em>"
@@ -47,12 +47,16 @@ def report_html(tokens: list[str], divergence=None, threshold: float = 0.15) -> 
                 text = f'<span title="{tip}">{text}</span>'
         parts.append(sep + text)
     body = "".join(parts)
-    return f'<div class="md-report" style="line-height: 1.7; font-size: 1.02rem;">{body}</div>'
+    marked = "1" if divergence is not None else "0"
+    return (
+        f'<div class="md-report" data-source="{html.escape(source, quote=True)}" data-divergence="{marked}" '
+        f'style="line-height: 1.7; font-size: 1.02rem;">{body}</div>'
+    )
 
 
-def render_report(pred: Prediction, divergence=None, threshold: float = 0.15) -> None:
+def render_report(pred: Prediction, divergence=None, threshold: float = 0.15, source: str = "") -> None:
     st.markdown("**Report**")
-    st.html(report_html(pred.tokens, divergence, threshold))
+    st.html(report_html(pred.tokens, divergence, threshold, source))
     with st.expander("Report as plain text"):
         st.text(pred.report)
 

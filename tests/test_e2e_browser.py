@@ -74,14 +74,17 @@ def server(tmp_path_factory):
     log.close()
 
 
-READY_JS = """([name]) => {
+READY_JS = """([name, idle]) => {
+  // both reports and both Grad-CAM overlays of the study called `name` are on the page
+  // (with `idle`, the script has also finished: divergence highlights drawn, page interactive)
   const app = document.querySelector("[data-testid='stApp']");
-  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-  const captions = [...document.querySelectorAll("[data-testid='stImageCaption']")].map(e => e.textContent);
-  if (name && !captions.some(c => c.includes(name))) return false;
-  const reports = document.querySelectorAll('.md-report').length;
-  const overlays = captions.filter(c => c.includes('score')).length;
-  return reports >= 2 && overlays >= 2;
+  if (!app) return false;
+  if (idle && app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  const reports = [...document.querySelectorAll('.md-report')]
+    .filter(e => !name || e.getAttribute('data-source') === name);
+  const overlays = [...document.querySelectorAll("[data-testid='stImageCaption']")]
+    .map(e => e.textContent).filter(c => c.includes('score') && (!name || c.startsWith(name + ' ')));
+  return reports.length >= 2 && overlays.length >= 2;
 }"""
 
 
@@ -101,8 +104,8 @@ def test_upload_shows_both_reports_and_overlays(server, tmp_path):
         page.goto(server, wait_until="domcontentloaded")
         page.get_by_test_id("stFileUploaderDropzoneInput").wait_for(state="attached", timeout=60_000)
         page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(path))
-        page.wait_for_function(READY_JS, arg=["e2e_upload.png"], timeout=90_000)
-        assert page.locator(".md-report").count() >= 2
+        page.wait_for_function(READY_JS, arg=["e2e_upload.png", True], timeout=90_000)
+        assert page.locator(".md-report[data-divergence='1']").count() >= 2  # highlights drawn
         text = page.inner_text("body")
         assert "Teacher" in text and "Student" in text
         assert "not for clinical use" in text
@@ -110,6 +113,6 @@ def test_upload_shows_both_reports_and_overlays(server, tmp_path):
         page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(path), str(bad)])
         bad_alert = page.get_by_test_id("stAlertContainer").filter(has_text="not_an_image.png")
         bad_alert.first.wait_for(timeout=60_000)
-        page.wait_for_function(READY_JS, arg=["e2e_upload.png"], timeout=60_000)  # still working
+        page.wait_for_function(READY_JS, arg=["e2e_upload.png", True], timeout=60_000)  # still working
         assert page.get_by_test_id("stException").count() == 0
         browser.close()

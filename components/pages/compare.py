@@ -64,19 +64,16 @@ if not preds:
     st.stop()
 render_ood_warning(preds)
 
-divs = {}
-if highlight and "teacher" in preds and "student" in preds:
-    with st.spinner("Comparing token distributions…"):
-        for m, p in preds.items():
-            divs[m] = divergence_cached(ms, study, picked.key, p.tokens, context, style.detail)
-
+# Reports first (plain), then Grad-CAM, then the divergence highlights fill the report slots: the
+# page shows both reports and both overlays before the four teacher-forced passes finish.
 cols = st.columns(len(preds))
+slots = {}
 for col, (m, pred) in zip(cols, preds.items(), strict=True):
     with col, st.container(border=True):
         st.subheader(MODEL_TITLES[m])
-        render_report(pred, divs.get(m), threshold)
-        if divs.get(m) is not None:
-            st.caption(divergence_summary(divs[m]))
+        slots[m] = st.empty()
+        with slots[m].container():
+            render_report(pred, None, threshold, source=study.source)
         if study.modality == "CXR":
             render_findings(pred, truth)
         else:
@@ -86,3 +83,11 @@ for col, (m, pred) in zip(cols, preds.items(), strict=True):
         st.caption(f"Trained on: {training_data_summary(ms.predictors[m].card or {})}")
 
 render_cam_panel(ms, study, picked.key, preds, context, style, sample.masks if sample else None)
+
+if highlight and "teacher" in preds and "student" in preds:
+    for m, pred in preds.items():
+        div = divergence_cached(ms, study, picked.key, pred.tokens, context, style.detail)
+        if div is not None:
+            with slots[m].container():
+                render_report(pred, div, threshold, source=study.source)
+                st.caption(divergence_summary(div))
