@@ -168,14 +168,15 @@ def render_study_viewer(
     if study.raw is not None:
         from model.data.imaging import WINDOW_PRESETS, apply_window
 
-        names = ["file / auto", *WINDOW_PRESETS]
+        names = ["file default", "auto", *WINDOW_PRESETS]
         preset = st.selectbox(
             "Window preset",
             names,
             key=f"{key}_window",
+            format_func=lambda n: {"auto": "auto (0.5-99.5 percentiles)"}.get(n, n.replace("_", " ")),
             help="Changes the display only; the models see the file's default window.",
         )
-        if preset != "file / auto":
+        if preset != "file default":
             try:
                 shown = apply_window(study, preset)
             except Exception as err:
