@@ -10,7 +10,7 @@ import streamlit as st
 
 from components.model_store import MODEL_TITLES, ModelSet
 from components.predictions import explain_cached
-from components.study_view import draw_mask_outlines
+from components.study_view import display_pixels, draw_mask_outlines
 from model.explain.gradcam import CAM_METHODS, list_targets, overlay, sentence_texts
 from model.types import FINDING_LABELS, FINDINGS, PatientContext, Prediction, ReportStyle, Study
 
@@ -77,7 +77,7 @@ def render_cam_panel(
             except Exception as err:
                 st.error(f"Grad-CAM failed: {type(err).__name__}: {err}")
                 continue
-            rgb = overlay(study.pixels, exp.heatmap, alpha)
+            rgb = overlay(display_pixels(study.pixels), exp.heatmap, alpha)  # heat map resized down too
             if show_masks:
                 rgb = draw_mask_outlines(rgb, masks)
             caption = f"{study.source} · {method} · score {exp.score:.2f}"

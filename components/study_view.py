@@ -132,6 +132,21 @@ def open_in_compare(sample: Sample, key: str = "cmp") -> None:
     st.session_state[f"{key}_opened_new"] = True
 
 
+DISPLAY_MAX_SIDE = 768  # px: the browser never gets more than this (big uploads stay snappy)
+
+
+def display_pixels(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """Area-downsampled copy for display when the image is larger than ``max_side``."""
+    h, w = pixels.shape
+    if max(h, w) <= max_side:
+        return pixels
+    from PIL import Image
+
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32)).resize(size, Image.BOX), np.float32)
+
+
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
@@ -181,7 +196,7 @@ def render_study_viewer(
                 shown = apply_window(study, preset)
             except Exception as err:
                 st.error(f"Could not apply the {preset} window: {err}")
-    rgb = np.repeat(to_uint8(shown.pixels)[..., None], 3, axis=2)
+    rgb = np.repeat(to_uint8(display_pixels(shown.pixels))[..., None], 3, axis=2)
     if masks:
         if st.toggle("Show ground-truth outlines", value=True, key=f"{key}_masks"):
             rgb = draw_mask_outlines(rgb, masks)
