@@ -135,7 +135,16 @@ def load_model_set() -> ModelSet:
     """The served models (loads once per server and per set of checkpoint dirs)."""
     origin, dirs = resolve_checkpoint_dirs()
     key = origin + ":" + _dir_key(dirs)
-    return _load_model_set(origin, key, tuple((m, str(d)) for m, d in sorted(dirs.items())))
+    try:
+        return _load_model_set(origin, key, tuple((m, str(d)) for m, d in sorted(dirs.items())))
+    except Exception as err:  # a broken checkpoint must not take the app down
+        if origin == "demo":
+            raise
+        st.error(
+            f"Could not load the checkpoints ({type(err).__name__}: {err}); "
+            "falling back to untrained demo weights."
+        )
+        return _load_model_set("demo", "demo:", ())
 
 
 def describe_origin(ms: ModelSet) -> str:

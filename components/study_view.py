@@ -144,7 +144,9 @@ def display_pixels(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.n
 
     scale = max_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32)).resize(size, Image.BOX), np.float32)
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32)).resize(size, Image.BOX), np.float32
+    )
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -207,3 +207,17 @@ def test_error_analysis_open_case_in_compare(app, eval_result):
     assert not at.exception
     assert at.selectbox(key="cmp_study").value.startswith("opened:")
     assert len([h for h in at.get("html") if "md-report" in h.proto.body]) == 2
+
+
+def test_broken_checkpoint_falls_back_to_demo_weights(tmp_path, monkeypatch):
+    for m in ("teacher", "student"):
+        (tmp_path / m).mkdir()
+        (tmp_path / m / "model.safetensors").write_bytes(b"not a safetensors file")
+    monkeypatch.setenv("MEDDISTILL_CHECKPOINTS", str(tmp_path))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert any("Could not load the checkpoints" in e.value for e in at.error)
+    assert any("Untrained demo weights" in e.value for e in at.error)
+    st.cache_resource.clear()
