@@ -110,6 +110,17 @@ def upload_images(n: int, out: Path) -> list[Path]:
     return paths
 
 
+def select_first_row(page) -> None:
+    """Tick the first row of the first dataframe (a canvas grid: click where its checkbox is drawn)."""
+    grid = page.get_by_test_id("stDataFrame").first
+    if grid.count() == 0:
+        return
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
+    page.wait_for_timeout(500)
+    page.wait_for_function(IDLE_JS, timeout=120_000)
+
+
 def full_page_screenshot(page, path: Path) -> None:
     """Streamlit scrolls inside stMain: grow the viewport to the content so 'full page' is everything."""
     height = page.evaluate(
@@ -171,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                     page.wait_for_function(IDLE_JS, timeout=300_000)
                     if name == "compare":
                         page.wait_for_function(READY_JS, arg=["", True], timeout=300_000)
+                    if name == "errors":
+                        select_first_row(page)
                     page.wait_for_timeout(800)  # plotly/images settle
                     full_page_screenshot(page, args.screenshots / f"{name}.png")
                     print(f"screenshot {name}", flush=True)
