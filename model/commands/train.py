@@ -34,7 +34,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--real-data", default=None, help="real sets root (default: ../shared/data when present)")
     g.add_argument("--no-real", action="store_true", help="phantoms only")
     g.add_argument("--image-size", type=int, default=128)
-    g.add_argument("--max-len", type=int, default=64, help="tokens per report sequence")
+    g.add_argument("--max-len", type=int, default=104, help="tokens per report sequence")
     g.add_argument(
         "--labelled-frac", type=float, default=1.0, help="fraction of each training source labelled"
     )

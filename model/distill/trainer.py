@@ -235,7 +235,8 @@ def fit(
     total_steps = epochs * steps_per_epoch
     if tcfg.max_steps is not None and stage == "joint":
         total_steps = min(total_steps, tcfg.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, tcfg))
+    schedule = [lr_lambda(total_steps, tcfg)]  # replaced when a time budget shortens the run
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule[0](s))
 
     progress = {
         "epoch": 0,
@@ -272,6 +273,8 @@ def fit(
             if step >= total_steps:
                 break
             idx = order[bi * tcfg.batch_size : (bi + 1) * tcfg.batch_size]
+            if train.detail_mode == "random":  # one detail level per batch: less padding, ~2x cheaper decoder
+                detail[idx] = int(detail[idx[0]])
             b = train.batch(idx, detail)
             out, hint = dmodule(b)
             terms = distillation_loss(
@@ -290,6 +293,14 @@ def fit(
             scheduler.step()
             step += 1
             progress["step_in_epoch"] = bi + 1
+            if tcfg.time_budget_s and (step - progress["step"]) in (10, 50, 200):
+                # fit the schedule to the steps the budget allows at the measured speed
+                per_step = (time.perf_counter() - t0) / (step - progress["step"])
+                fits = step + int((tcfg.time_budget_s - (time.perf_counter() - t0)) / per_step)
+                if fits < total_steps:
+                    total_steps = max(step + 1, fits)
+                    schedule[0] = lr_lambda(total_steps, tcfg)
+                    pbar.total = total_steps
             if step % tcfg.log_every == 0 or step == total_steps or bi == steps_per_epoch - 1:
                 vals = ddp.all_reduce_mean({k: float(v.detach()) for k, v in terms.items()}, env)
                 if env.is_main:
@@ -299,6 +310,7 @@ def fit(
                         "epoch": epoch,
                         "step": step,
                         "lr": scheduler.get_last_lr()[0],
+                        "elapsed_s": round(time.perf_counter() - t0, 1),
                     }
                     line.update({k: round(v, 6) for k, v in vals.items()})
                     if gnorm is not None:
