@@ -62,6 +62,12 @@ with right:
     def entropy(p: np.ndarray) -> float:
         return float(-(p * np.log2(np.clip(p, 1e-30, None))).sum())
 
+    dark = int((nt.teacher > 0.01).sum())
+    st.markdown(
+        f"A hard label says only **{tokens[position]}** is right (probability 1, every other word 0). "
+        f"The teacher's soft target at T = {temperature:g} spreads probability over **{dark}** words above 1%: "
+        "that ranking of the wrong answers is what the student learns from it."
+    )
     c1, c2, c3, c4 = st.columns(4)
     c1.metric(
         "Teacher entropy (bits)",
