@@ -137,7 +137,7 @@ def main(args) -> int:
     t_all = time.perf_counter()
     stage(
         "data",
-        lambda: _generate(data_dir, prof, args.seed),
+        lambda: _generate(data_dir, prof, args.seed, args.quiet),
         skip=args.reuse and (data_dir / "annotation.json").is_file(),
     )
 
