@@ -166,3 +166,76 @@ def test_all_unknown_batch_trains_finite(tmp_path):
     )
     lines = [json.loads(x) for x in (tmp_path / "u" / LOG_NAME).read_text().splitlines() if '"train"' in x]
     assert r.steps == 2 and all(np.isfinite(x["total"]) and x["total"] == 0 for x in lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The CLI end to end on a tiny generated phantom set
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory):
+    from model.cli import main as cli
+
+    d = tmp_path_factory.mktemp("phantoms")
+    assert (
+        cli(["generate-data", "--out", str(d), "--n-cxr", "16", "--n-ct", "8", "--size", "64", "--quiet"])
+        == 0
+    )
+    return d
+
+
+def _cli_train(args):
+    from model.cli import main as cli
+
+    common = ["--no-real", "--image-size", "32", "--max-len", "104", "--batch-size", "4", "--quiet"]
+    assert cli(args + common) == 0
+
+
+def test_cli_train_then_distill_write_loadable_checkpoints(phantom_dir, tmp_path):
+    from model.checkpoints import load_checkpoint
+
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    _cli_train(
+        [
+            "train",
+            "--data",
+            str(phantom_dir),
+            "--arch",
+            "tiny-teacher",
+            "--out",
+            str(teacher),
+            "--max-steps",
+            "2",
+        ]
+    )
+    model, tok, card, extras = load_checkpoint(teacher)
+    assert card["role"] == "teacher" and card["training"]["stages"]["joint"]["steps"] == 2
+    assert card["training"]["data"]["labelled"]["per_source"].keys() == {"phantom_cxr", "phantom_ct"}
+    assert "val_findings_macro_auroc" in card["metrics"]["validation"]
+    assert "ood_threshold" in extras and (teacher / LOG_NAME).is_file()
+    _cli_train(
+        [
+            "distill",
+            "--teacher",
+            str(teacher),
+            "--data",
+            str(phantom_dir),
+            "--arch",
+            "tiny-student",
+            "--out",
+            str(student),
+            "--max-steps",
+            "2",
+            "--labelled-frac",
+            "0.5",
+            "--top-k",
+            "8",
+        ]
+    )
+    s_model, s_tok, s_card, _ = load_checkpoint(student)
+    assert s_tok.get_vocab() == tok.get_vocab()  # one vocabulary with the teacher
+    data = s_card["training"]["data"]
+    assert data["transfer"]["n"] > 0 and data["labelled"]["n"] > 0
+    assert s_card["parameters"] < card["parameters"]
+    log = [json.loads(x) for x in (student / LOG_NAME).read_text().splitlines() if '"train"' in x]
+    assert log and log[-1]["kd_tokens"] > 0
