@@ -45,7 +45,7 @@ def divergence_cached(ms: ModelSet, study: Study, study_key: str, tokens: list[s
         return None
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
+@st.cache_data(max_entries=64, show_spinner=False)
 def _explain(
     set_key,
     model_id,
@@ -61,11 +61,16 @@ def _explain(
     _style,
     _tokens,
 ):
+    import dataclasses
+
+    from components.study_view import display_pixels
     from model.explain.gradcam import explain
 
-    return explain(
+    exp = explain(
         _ms.predictors[model_id], _study, target, method=method, context=_ctx, style=_style, tokens=_tokens
     )
+    # keep display-size maps in the cache: a 2k x 2k DICOM would otherwise cost 16 MB per entry
+    return dataclasses.replace(exp, heatmap=display_pixels(exp.heatmap))
 
 
 def explain_cached(
