@@ -44,7 +44,7 @@ def _loader():
     return imaging
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=16, show_spinner=False)
 def load_study_cached(sha: str, name: str, frame: int, _data: bytes) -> Study:
     """Parse once per (bytes, frame); raises the loader's ImageLoadError for bad files (not cached)."""
     return _loader().load_study(_data, name, frame=frame)
