@@ -235,6 +235,7 @@ def fit(
     total_steps = epochs * steps_per_epoch
     if tcfg.max_steps is not None and stage == "joint":
         total_steps = min(total_steps, tcfg.max_steps)
+    planned_steps = total_steps
     schedule = [lr_lambda(total_steps, tcfg)]  # replaced when a time budget shortens the run
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule[0](s))
 
@@ -293,12 +294,14 @@ def fit(
             scheduler.step()
             step += 1
             progress["step_in_epoch"] = bi + 1
-            if tcfg.time_budget_s and (step - progress["step"]) in (10, 50, 200):
-                # fit the schedule to the steps the budget allows at the measured speed
+            if tcfg.time_budget_s and (step - progress["step"]) % 25 == 0:
+                # fit the schedule to the steps the budget allows at the measured speed (the speed
+                # of a shared CPU changes: re-fit every 25 steps, never past the planned total)
                 per_step = (time.perf_counter() - t0) / (step - progress["step"])
                 fits = step + int((tcfg.time_budget_s - (time.perf_counter() - t0)) / per_step)
-                if fits < total_steps:
-                    total_steps = max(step + 1, fits)
+                new_total = max(step + 1, min(planned_steps, fits))
+                if abs(new_total - total_steps) > 2:
+                    total_steps = new_total
                     schedule[0] = lr_lambda(total_steps, tcfg)
                     pbar.total = total_steps
             if step % tcfg.log_every == 0 or step == total_steps or bi == steps_per_epoch - 1:
