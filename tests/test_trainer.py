@@ -239,3 +239,10 @@ def test_cli_train_then_distill_write_loadable_checkpoints(phantom_dir, tmp_path
     assert s_card["parameters"] < card["parameters"]
     log = [json.loads(x) for x in (student / LOG_NAME).read_text().splitlines() if '"train"' in x]
     assert log and log[-1]["kd_tokens"] > 0
+
+
+def test_bf16_channels_last_training_is_finite_and_saves_plain_weights(tmp_path):
+    model, r = _train(tmp_path / "bf", bf16=True, epochs=1)
+    lines = [json.loads(x) for x in (tmp_path / "bf" / LOG_NAME).read_text().splitlines()]
+    assert r.steps == 3 and all(np.isfinite(x.get("total", x.get("val_total"))) for x in lines)
+    assert all(p.is_contiguous() for p in model.parameters())  # back to the plain layout

@@ -44,6 +44,7 @@ PROFILES: dict[str, dict] = {
         "teacher_lr": 1e-3,
         "student_lr": 2e-3,
         "batch_size": 32,
+        "bf16": 1,  # bfloat16 autocast + channels-last: 2.5-4x faster ResNet-50 on this AMX CPU
     },
     "fast": {
         "n_cxr": 160,
@@ -60,6 +61,7 @@ PROFILES: dict[str, dict] = {
         "teacher_lr": 1e-3,
         "student_lr": 2e-3,
         "batch_size": 16,
+        "bf16": 1,
     },
 }
 
@@ -150,7 +152,11 @@ def main(args) -> int:
         seed=args.seed,
     )
     base = TrainConfig(
-        batch_size=prof["batch_size"], seed=args.seed, image_size=prof["image_size"], threads=args.threads
+        batch_size=prof["batch_size"],
+        seed=args.seed,
+        image_size=prof["image_size"],
+        threads=args.threads,
+        bf16=bool(prof["bf16"]),
     )
     show = not args.quiet
 

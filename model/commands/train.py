@@ -55,6 +55,8 @@ def add_optim_arguments(p: argparse.ArgumentParser, epochs: int = 6, lr: float =
     g.add_argument("--patience", type=int, default=3, help="early stopping (epochs)")
     g.add_argument("--finetune-epochs", type=int, default=0, help="extra heads-only stage")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--bf16", action="store_true", help="CPU bfloat16 autocast + channels-last (AMX CPUs)")
+    g.add_argument("--time-budget", type=float, default=None, help="seconds; the lr schedule fits the budget")
     g.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     g.add_argument("--resume", action="store_true", help="continue from OUT/stage_*/train_state")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -105,6 +107,8 @@ def train_config(args) -> TrainConfig:
         max_len=args.max_len,
         finetune_epochs=args.finetune_epochs,
         threads=args.threads,
+        bf16=args.bf16,
+        time_budget_s=args.time_budget,
     )
 
 

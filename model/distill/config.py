@@ -93,6 +93,7 @@ class TrainConfig:
     finetune_lr_frac: float = 0.1  # fine-tuning lr = lr * this
     threads: int = 0  # torch intra-op threads (0 = leave torch's default)
     log_every: int = 10  # steps between train_log.jsonl lines
+    bf16: bool = False  # CPU autocast to bfloat16 + channels-last (fast on AMX CPUs; losses stay float32)
     time_budget_s: float | None = None  # wall-clock cap: the lr schedule is re-fitted to the steps that fit
     # (measured after warm-up); breaks bit-exact determinism across machines, so off by default
     extra: dict = field(default_factory=dict)  # free-form notes copied into the model card

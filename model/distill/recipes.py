@@ -273,9 +273,8 @@ def distill_student(
     if rest:
         transfer = to_tensorset(rest, tokenizer, data, tcfg.seed + 2).strip_labels()
         if dcfg.sequence_kd:
-            decode_transfer_reports(
-                teacher, tokenizer, transfer, data, show_progress=show_progress and env.is_main
-            )
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.bf16):
+                decode_transfer_reports(teacher, tokenizer, transfer, data, show_progress=show_progress)
         parts.append(transfer)
         transfer_note = describe(rest) | {
             "labels": "removed; soft labels from the teacher (cached logits, top-k token distributions, pooled features)",
@@ -284,7 +283,9 @@ def distill_student(
             else "none (token-level KD on the prompt only)",
         }
     train_set = TensorSet.concat(parts) if len(parts) > 1 else lab_set
-    cache_teacher_outputs(teacher, train_set, dcfg, show_progress=show_progress and env.is_main)
+    cache_teacher_outputs(
+        teacher, train_set, dcfg, show_progress=show_progress and env.is_main, bf16=tcfg.bf16
+    )
     cache_s = time.perf_counter() - t_cache
     val_set = to_tensorset(val_samples, tokenizer, data, tcfg.seed + 1)
     projector = None

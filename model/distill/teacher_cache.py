@@ -22,7 +22,12 @@ from model.distill.tensorset import TensorSet
 
 @torch.no_grad()
 def cache_teacher_outputs(
-    teacher: nn.Module, data: TensorSet, dcfg: DistillConfig, batch_size: int = 32, show_progress: bool = True
+    teacher: nn.Module,
+    data: TensorSet,
+    dcfg: DistillConfig,
+    batch_size: int = 32,
+    show_progress: bool = True,
+    bf16: bool = False,
 ) -> TensorSet:
     """Fill ``data.teacher`` in place (and switch it to fixed detail levels); returns ``data``."""
     was_training = teacher.training
@@ -34,13 +39,14 @@ def cache_teacher_outputs(
     ):
         idx = torch.arange(start, min(start + batch_size, len(data)))
         b = data.batch(idx)
-        out = teacher(b["images"], b["context"], b["input_ids"], b["attention_mask"])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = teacher(b["images"], b["context"], b["input_ids"], b["attention_mask"])
         k = min(dcfg.top_k, out.lm_logits.shape[-1])
-        top_logits, top_index = out.lm_logits.topk(k, dim=-1)  # (B, L_b, k), L_b = batch's longest
+        top_logits, top_index = out.lm_logits.float().topk(k, dim=-1)  # (B, L_b, k), L_b = batch's longest
         pad = data.ids.shape[-1] - top_index.shape[1]  # back to the full length (masked positions)
         top_logits = F.pad(top_logits, (0, 0, 0, pad))
         top_index = F.pad(top_index, (0, 0, 0, pad))
-        feats = F.adaptive_avg_pool2d(out.features, dcfg.hint_size)  # (B, C_t, h, h)
+        feats = F.adaptive_avg_pool2d(out.features.float(), dcfg.hint_size)  # (B, C_t, h, h)
         row = {
             "t_findings_logits": out.findings_logits.float(),
             "t_tumour_logits": out.tumour_logits.float(),

@@ -3,7 +3,8 @@
 ``optimizer.state_dict()`` mixes tensors (Adam moments, step counters) with plain values (param
 groups). We flatten every tensor to ``opt/<param index>/<key>`` in a safetensors file and keep the
 rest as JSON, then rebuild the exact dict on load. The model (and hint projector) weights go through
-``safetensors.torch.save_model`` (tied weights safe), RNG state as a uint8 tensor.
+:func:`save_weights` (contiguous copies: tied and channels-last weights are safe), RNG state as a
+uint8 tensor.
 """
 
 from __future__ import annotations
@@ -12,9 +13,22 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 
 STATE_DIR = "train_state"  # folder inside the run directory
+
+
+def save_weights(module: torch.nn.Module, path: str | Path) -> None:
+    """Every state-dict entry as its own contiguous copy (tied / channels-last tensors included)."""
+    state = {
+        k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in module.state_dict().items()
+    }
+    save_file(state, str(path))
+
+
+def load_weights(module: torch.nn.Module, path: str | Path) -> None:
+    """Inverse of :func:`save_weights` (strict: every key must match)."""
+    module.load_state_dict(load_file(str(path)))
 
 
 def flatten_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -60,7 +74,7 @@ def save_train_state(
     """Write everything ``--resume`` needs to ``run_dir/train_state/``; ``progress`` is JSON-able."""
     d = Path(run_dir) / STATE_DIR
     d.mkdir(parents=True, exist_ok=True)
-    save_model(module, str(d / "module.safetensors"))
+    save_weights(module, d / "module.safetensors")
     tensors, structure = flatten_optimizer_state(optimizer.state_dict())
     tensors["rng/torch"] = torch.get_rng_state()
     save_file(tensors, str(d / "optimizer.safetensors"))
@@ -85,7 +99,7 @@ def load_train_state(
     """Restore module, optimizer, scheduler and RNG in place; returns the saved ``progress``."""
     d = Path(run_dir) / STATE_DIR
     doc = json.loads((d / "state.json").read_text())
-    load_model(module, str(d / "module.safetensors"))
+    load_weights(module, d / "module.safetensors")
     tensors = load_file(str(d / "optimizer.safetensors"))
     rng = tensors.pop("rng/torch")
     optimizer.load_state_dict(unflatten_optimizer_state(tensors, doc["optimizer"]))

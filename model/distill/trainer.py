@@ -10,6 +10,7 @@ term, and a resumable state (safetensors + JSON) after every epoch. Under DDP ea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
@@ -28,7 +28,13 @@ from model.distill import ddp
 from model.distill.config import DistillConfig, TrainConfig
 from model.distill.losses import TERMS, TeacherTargets, distillation_loss
 from model.distill.tensorset import TensorSet
-from model.distill.train_state import has_train_state, load_train_state, save_train_state
+from model.distill.train_state import (
+    has_train_state,
+    load_train_state,
+    load_weights,
+    save_train_state,
+    save_weights,
+)
 
 LOG_NAME = "train_log.jsonl"
 
@@ -39,14 +45,25 @@ class TrainModule(nn.Module):
     One module so that DDP synchronises the projector's gradients with the model's.
     """
 
-    def __init__(self, model: nn.Module, projector: nn.Module | None = None):
+    def __init__(self, model: nn.Module, projector: nn.Module | None = None, bf16: bool = False):
         super().__init__()
         self.model = model
         self.projector = projector
+        self.bf16 = bf16
 
     def forward(self, batch: dict[str, torch.Tensor]):
-        out = self.model(batch["images"], batch["context"], batch["input_ids"], batch["attention_mask"])
-        hint = self.projector(out.features) if self.projector is not None else None
+        images = batch["images"]
+        if self.bf16:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(images, batch["context"], batch["input_ids"], batch["attention_mask"])
+            hint = self.projector(out.features) if self.projector is not None else None
+        if self.bf16:  # the losses run in float32
+            for f in dataclasses.fields(out) if dataclasses.is_dataclass(out) else ():
+                v = getattr(out, f.name)
+                if torch.is_tensor(v) and v.is_floating_point():
+                    setattr(out, f.name, v.float())
+            hint = hint.float() if hint is not None else None
         return out, hint
 
 
@@ -225,7 +242,9 @@ def fit(
     if trainable is not None:
         for name, p in model.named_parameters():
             p.requires_grad_(trainable(name))
-    module = TrainModule(model, projector)
+    if tcfg.bf16:  # AMX/AVX-512 bf16 + channels-last convs: 2.5-4x faster ResNet-50 on this CPU
+        model.to(memory_format=torch.channels_last)
+    module = TrainModule(model, projector, bf16=tcfg.bf16)
     dmodule = ddp.wrap(module, env)
     optimizer = torch.optim.AdamW(param_groups(module, tcfg.weight_decay), lr=lr or tcfg.lr)
     sampler = DistributedSampler(
@@ -339,7 +358,7 @@ def fit(
             progress.update(best_val=score, best_epoch=epoch, bad_epochs=0)
             if env.is_main:
                 state_dir.mkdir(parents=True, exist_ok=True)
-                save_model(model, str(best_path))
+                save_weights(model, best_path)
         else:
             progress["bad_epochs"] += 1
             stopped_early = progress["bad_epochs"] >= tcfg.patience
@@ -358,8 +377,10 @@ def fit(
         ddp.barrier(env)
     pbar.close()
     ddp.barrier(env)
+    if tcfg.bf16:
+        model.to(memory_format=torch.contiguous_format)  # checkpoints and inference use plain layout
     if best_path.is_file():
-        load_model(model, str(best_path))
+        load_weights(model, best_path)
     if trainable is not None:
         for p in model.parameters():
             p.requires_grad_(True)
