@@ -246,3 +246,8 @@ def test_bf16_channels_last_training_is_finite_and_saves_plain_weights(tmp_path)
     lines = [json.loads(x) for x in (tmp_path / "bf" / LOG_NAME).read_text().splitlines()]
     assert r.steps == 3 and all(np.isfinite(x.get("total", x.get("val_total"))) for x in lines)
     assert all(p.is_contiguous() for p in model.parameters())  # back to the plain layout
+
+
+def test_time_budget_refits_the_schedule_and_stops(tmp_path):
+    _, r = _train(tmp_path / "tb", epochs=10, patience=99, time_budget_s=1e-3)  # 30 steps planned
+    assert r.steps == 26  # re-fitted at step 25 to "one more step"

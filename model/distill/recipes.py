@@ -25,9 +25,6 @@ from model.distill.tensorset import TensorSet, build_tensorset
 from model.distill.trainer import LOG_NAME, FitResult, fit, make_projector
 from model.types import DETAIL_LEVELS, DISCLAIMER
 
-HEAD_PREFIXES = ("heads.", "findings_head", "tumour_head", "subtype_head", "treatment_head")
-
-
 # ----------------------------------------------------------------------------------------------
 # Data
 

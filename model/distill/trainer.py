@@ -273,7 +273,7 @@ def fit(
     best_path = state_dir / "best.safetensors"
     log_path = run_dir / LOG_NAME
     t0 = time.perf_counter()
-    step = progress["step"]
+    step = start_step = progress["step"]
     stopped_early = progress.get("stopped_early", False)
     pbar = tqdm(
         total=total_steps,
@@ -313,10 +313,10 @@ def fit(
             scheduler.step()
             step += 1
             progress["step_in_epoch"] = bi + 1
-            if tcfg.time_budget_s and (step - progress["step"]) % 25 == 0:
+            if tcfg.time_budget_s and (step - start_step) % 25 == 0:
                 # fit the schedule to the steps the budget allows at the measured speed (the speed
                 # of a shared CPU changes: re-fit every 25 steps, never past the planned total)
-                per_step = (time.perf_counter() - t0) / (step - progress["step"])
+                per_step = (time.perf_counter() - t0) / (step - start_step)
                 fits = step + int((tcfg.time_budget_s - (time.perf_counter() - t0)) / per_step)
                 new_total = max(step + 1, min(planned_steps, fits))
                 if abs(new_total - total_steps) > 2:
