@@ -30,6 +30,7 @@ class Sample:
     reports: dict[str, str] | None = None  # detail -> ground-truth report
     treatments: list[dict] | None = None  # ground-truth rulebook suggestions
     masks: dict[str, np.ndarray] | None = None  # finding (or "tumour") -> bool mask
+    modality: str | None = None  # "CXR" | "CT" for plain images (a PNG does not say); None = from the file
 
 
 @st.cache_data(show_spinner=False)
@@ -88,4 +89,5 @@ def load_sample(sample_id: str) -> Sample:
         reports=(truth_d or {}).get("reports"),
         treatments=(truth_d or {}).get("treatments"),
         masks=masks,
+        modality=entry.get("modality"),
     )

@@ -45,16 +45,22 @@ def _loader():
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def load_study_cached(sha: str, name: str, frame: int, _data: bytes) -> Study:
-    """Parse once per (bytes, frame); raises the loader's ImageLoadError for bad files (not cached)."""
-    return _loader().load_study(_data, name, frame=frame)
+def load_study_cached(sha: str, name: str, frame: int, hint: str | None, _data: bytes) -> Study:
+    """Parse once per (bytes, frame, modality hint); raises the loader's ImageLoadError (not cached)."""
+    return _loader().load_study(_data, name, frame=frame, modality_hint=hint)
 
 
-def try_load(data: bytes, name: str, frame: int = 0) -> tuple[Study | None, str | None]:
-    """(study, None) or (None, user-facing message); never raises."""
+def try_load(
+    data: bytes, name: str, frame: int = 0, plain_modality: str | None = None
+) -> tuple[Study | None, str | None]:
+    """(study, None) or (None, user-facing message); never raises.
+
+    ``plain_modality`` says what a PNG/JPEG shows (it carries no modality); DICOM files speak for themselves.
+    """
     sha = hashlib.sha256(data).hexdigest()
     try:
-        return load_study_cached(sha, name, frame, data), None
+        hint = plain_modality if plain_modality and _loader().sniff(data) in ("png", "jpeg") else None
+        return load_study_cached(sha, name, frame, hint, data), None
     except _loader().ImageLoadError as err:
         return None, str(err)
     except Exception as err:  # a loader bug must not take the page down
@@ -69,10 +75,18 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
         key=f"{key}_upload",
         help="Files stay in this browser session only. DICOM identifiers are never shown or stored.",
     )
+    plain = st.radio(
+        "Plain images (PNG/JPEG) show",
+        ["CXR", "CT"],
+        format_func={"CXR": "a chest X-ray", "CT": "a CT slice"}.get,
+        horizontal=True,
+        key=f"{key}_plain_modality",
+        help="PNG and JPEG files carry no modality; DICOM files say what they are.",
+    )
     options: dict[str, tuple[str, object]] = {}
     for up in uploads or []:
         data = up.getvalue()
-        study, err = try_load(data, up.name)
+        study, err = try_load(data, up.name, plain_modality=plain)
         if err:
             st.error(f"**{up.name}**: {err}", icon=":material/block:")
             continue
@@ -102,28 +116,27 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
     choice = st.selectbox("Study", list(options), format_func=lambda k: options[k][0], key=pick_key)
 
     kind, *rest = options[choice][1]
-    sample = None
-    if kind == "sample":
-        sample = load_sample(rest[0])
-        data, name = sample.data, sample.name
-    elif kind == "opened":
-        sample = rest[0]
-        data, name = sample.data, sample.name
+    sample, modality = None, plain
+    if kind in ("sample", "opened"):
+        sample = load_sample(rest[0]) if kind == "sample" else rest[0]
+        data, name, modality = sample.data, sample.name, sample.modality
     else:
         data, name = rest
-    study, err = try_load(data, name)
+    study, err = try_load(data, name, plain_modality=modality)
     if err:  # only samples can get here (uploads were checked above)
         st.error(f"**{name}**: {err}", icon=":material/block:")
         return None
     if study.n_frames > 1:
         frame = st.slider("Frame", 0, study.n_frames - 1, 0, key=f"{key}_frame")
-        study, err = try_load(data, name, frame)
+        study, err = try_load(data, name, frame, plain_modality=modality)
         if err:
             st.error(err)
             return None
     for w in study.warnings:
         st.caption(f":material/info: {w}")
-    return PickedStudy(study=study, sample=sample, key=f"{study.sha256}:{study.window}:{choice}")
+    return PickedStudy(
+        study=study, sample=sample, key=f"{study.sha256}:{study.modality}:{study.window}:{choice}"
+    )
 
 
 def open_in_compare(sample: Sample, key: str = "cmp") -> None:

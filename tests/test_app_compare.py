@@ -161,3 +161,20 @@ def test_ood_warning_is_shown_for_flagged_predictions():
 
     at = AppTest.from_function(page).run()
     assert any("Out of distribution" in w.value and "7.5" in w.value for w in at.warning)
+
+
+def test_ct_phantom_sample_is_read_as_ct(app):
+    from components.samples import list_samples
+
+    if "ct_malignant" not in list_samples():
+        pytest.skip("no CT phantom samples shipped")
+    app.run()
+    app.selectbox(key="cmp_study").set_value("sample:ct_malignant").run()
+    assert not app.exception
+    assert any("· CT ·" in c for e in app.get("image") for c in e.captions)
+    assert any("Tumour class" in m.value for m in app.markdown)
+    # a plain upload follows the "plain images show" switch
+    app.radio(key="cmp_plain_modality").set_value("CT").run()
+    app.file_uploader(key="cmp_upload").set_value(("slice.png", _png(5), "image/png")).run()
+    assert not app.exception
+    assert any(c.startswith("slice.png · CT") for e in app.get("image") for c in e.captions)

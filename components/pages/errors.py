@@ -120,6 +120,7 @@ with left:
                     truth=truth,
                     reports={"standard": case.get("reference")} if case.get("reference") else None,
                     masks=masks,
+                    modality=case.get("modality"),
                 )
             )
             st.switch_page("components/pages/compare.py")
