@@ -37,7 +37,8 @@ def make_next_token_figure(
     return _layout(fig, "Next-word distributions")
 
 
-NOT_LOSSES = {"step", "epoch", "iter", "lr", "time", "seconds", "wall_s", "grad_norm"}
+NOT_LOSSES = {"step", "epoch", "iter", "lr", "time", "seconds", "wall_s", "elapsed_s", "grad_norm"}
+NOT_LOSS_PARTS = ("auroc", "accuracy", "f1", "auc")
 
 
 def make_loss_curves_figure(records: Sequence[dict], split: str = "train", title: str = "") -> go.Figure:
@@ -51,8 +52,15 @@ def make_loss_curves_figure(records: Sequence[dict], split: str = "train", title
         return _layout(fig, title or f"No {split} records")
     x_key = "step" if "step" in rows[0] else ("epoch" if "epoch" in rows[0] else None)
     terms = sorted(
-        {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k not in NOT_LOSSES}
+        {
+            k
+            for r in rows
+            for k, v in r.items()
+            if isinstance(v, (int, float)) and k not in NOT_LOSSES and not any(p in k for p in NOT_LOSS_PARTS)
+        }
     )
+    # a term that is zero throughout (e.g. KD terms while training the teacher) only adds clutter
+    terms = [t for t in terms if any(abs(r.get(t) or 0.0) > 0 for r in rows)]
     for term in terms:
         pts = [r for r in rows if isinstance(r.get(term), (int, float))]
         x = [r.get(x_key, i) for i, r in enumerate(pts)] if x_key else list(range(len(pts)))
