@@ -123,12 +123,27 @@ def _load_model_set(origin: str, key: str, dirs_items: tuple[tuple[str, str], ..
     if origin == "demo":
         dirs = build_demo_checkpoints(Path(tempfile.mkdtemp(prefix="meddistill_demo_")))
     predictors = {m: Predictor.from_dir(dirs[m], m) for m in MODEL_IDS if m in dirs}
+    _warm_up(predictors)
     sizes = {}
     for m, p in predictors.items():
         params = sum(t.numel() for t in p.model.parameters())
         nbytes = sum(f.stat().st_size for f in dirs[m].glob("*.safetensors"))
         sizes[m] = {"params": int(params), "bytes": int(nbytes)}
     return ModelSet(predictors=predictors, dirs=dirs, origin=origin, key=key, sizes=sizes)
+
+
+def _warm_up(predictors: dict) -> None:
+    """One tiny prediction each, so the first user's upload does not pay one-off kernel set-up."""
+    import numpy as np
+
+    from model.types import ReportStyle, Study
+
+    study = Study(pixels=np.full((64, 64), 0.5, np.float32), modality="CXR", source="warm-up")
+    for p in predictors.values():
+        try:
+            p.predict(study, style=ReportStyle(max_new_tokens=4))
+        except Exception:  # warm-up is best effort; real errors surface on the page
+            pass
 
 
 def load_model_set() -> ModelSet:
