@@ -81,6 +81,8 @@ def render_cam_panel(
             if show_masks:
                 rgb = draw_mask_outlines(rgb, masks)
             caption = f"{study.source} · {method} · score {exp.score:.2f}"
+            if float(exp.heatmap.max()) <= 1e-6:
+                caption += " · flat map: no positive evidence for this target"
             if kind == "sentence":
                 caption += f" · “{sentences[int(name)]}”"
             st.image(rgb, caption=caption, width=CAM_WIDTH)
