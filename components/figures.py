@@ -116,16 +116,11 @@ def make_curve_figure(
         fig.add_trace(
             go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#bbb"), name="chance")
         )
+    dashes = {"brief": "dot", "standard": "solid", "detailed": "dash"}
     for name, (x, y) in curves.items():
-        model = name.split(" ")[0]
-        fig.add_trace(
-            go.Scatter(
-                x=list(x),
-                y=list(y),
-                mode="lines+markers",
-                name=NAMES.get(name, name),
-                line=dict(color=COLORS.get(model)),
-            )
-        )
+        model, _, variant = name.partition(" · ")
+        label = NAMES.get(model, model) + (f" · {variant}" if variant else "")
+        line = dict(color=COLORS.get(model), dash=dashes.get(variant, "solid"))
+        fig.add_trace(go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=label, line=line))
     fig.update_layout(xaxis_title=x_title, yaxis_title=y_title)
     return _layout(fig, title)

@@ -168,7 +168,7 @@ def test_metrics_page_charts(app, eval_result):
     assert any("maximum length" in t for t in titles) and any("latency" in t.lower() for t in titles)
     auroc = next(s for s in specs if "AUROC per finding" in s["layout"]["title"]["text"])
     assert [t["name"] for t in auroc["data"]] == ["Teacher", "Student (KD)", "Student (no KD)"]
-    assert len(at.dataframe) == 1  # the retention scorecard
+    assert len(at.table) == 1  # the retention scorecard
     at.radio(key="met_trade_metric").set_value("bleu_4").run()
     assert not at.exception
 

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from components.eval_data import metric, model_order, result_picker_ui, scorecard_frame
-from components.figures import NAMES, make_bar_figure, make_curve_figure
+from components.figures import NAMES, make_bar_figure, make_curve_figure, make_model_bars_figure
 from components.layout import render_page_header
 from model.types import FINDING_LABELS, FINDINGS, TREATMENT_LABELS, TREATMENTS, TUMOUR_CLASSES
 
@@ -27,11 +27,12 @@ st.caption(
 st.subheader("Retention scorecard")
 st.caption("Each student's value divided by the teacher's, next to size and speed ratios.")
 card = scorecard_frame(result)
-st.dataframe(
-    card,
-    width="stretch",
-    key="met_scorecard",
-    column_config={"better": st.column_config.TextColumn("better")},
+st.table(
+    card.map(
+        lambda v: (
+            f"{v:,.4g}" if isinstance(v, (int, float)) and v == v else ("–" if v is None or v != v else v)
+        )
+    )
 )
 
 st.subheader("Per-finding classification (chest X-ray)")
@@ -121,10 +122,7 @@ for col, key, title in (
     (col3, "efficiency.checkpoint_mb", "Checkpoint (MB)"),
 ):
     col.plotly_chart(
-        make_bar_figure(
-            [NAMES.get(m, m) for m in models], {"value": [metric(result, m, key) for m in models]}, title
-        ),
-        key=f"met_eff_{key}",
+        make_model_bars_figure(models, [metric(result, m, key) for m in models], title), key=f"met_eff_{key}"
     )
 
 if result.get("real"):
