@@ -243,7 +243,8 @@ def report_metrics(
     want_meteor = meteor_available() if meteor_enabled is None else meteor_enabled
     scores["meteor"] = None
     if not want_meteor:
-        skipped["meteor"] = "java not on PATH" if not meteor_available() else "disabled"
+        # an explicit False says "disabled"; None (when available) says why it is unavailable
+        skipped["meteor"] = "disabled" if meteor_enabled is False else "java not on PATH"
     else:
         try:
             scores["meteor"], per_case["meteor"] = meteor(hypotheses, references)
@@ -254,9 +255,7 @@ def report_metrics(
     scores["semantic"] = None
     if not want_semantic:
         skipped["semantic"] = (
-            f"optional package {SEMANTIC_PACKAGE!r} not installed"
-            if semantic_model_dir() is None
-            else "disabled"
+            "disabled" if semantic_enabled is False else f"optional package {SEMANTIC_PACKAGE!r} not installed"
         )
     else:
         try:
