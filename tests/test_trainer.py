@@ -251,3 +251,41 @@ def test_bf16_channels_last_training_is_finite_and_saves_plain_weights(tmp_path)
 def test_time_budget_refits_the_schedule_and_stops(tmp_path):
     _, r = _train(tmp_path / "tb", epochs=10, patience=99, time_budget_s=1e-3)  # 30 steps planned
     assert r.steps == 26  # re-fitted at step 25 to "one more step"
+
+
+def test_label_memory_probs_uses_known_labels_only():
+    nan = float("nan")
+    batch = {
+        "findings": torch.tensor([[1.0, 0.0], [nan, nan], [0.0, 1.0]]),
+        "tumour": torch.tensor([-100, 2, -100]),
+    }
+    from model.distill.trainer import label_memory_probs
+
+    all_rows = label_memory_probs(batch, 1.0, n_tumour=3)
+    assert all_rows[0, :2].tolist() == [1.0, 0.0] and torch.isnan(all_rows[0, 2:]).all()
+    assert torch.isnan(all_rows[1, :2]).all() and all_rows[1, 2:].tolist() == [0.0, 0.0, 1.0]
+    assert torch.isnan(label_memory_probs(batch, 0.0, n_tumour=3)).all()  # p = 0: the heads everywhere
+    torch.manual_seed(0)
+    share = (
+        ~torch.isnan(
+            label_memory_probs({k: v.repeat(400, *[1] * (v.dim() - 1)) for k, v in batch.items()}, 0.5, 3)[
+                :, 2
+            ]
+        )
+    ).float()
+    assert 0.1 < share.mean() < 0.25  # a third of the rows know the tumour, half of those are kept
+
+
+def test_memory_probs_replace_the_heads_in_the_decoder_memory():
+    torch.manual_seed(0)
+    model, _ = tiny_model()
+    model.eval()
+    b = tiny_tensorset(4).batch(torch.arange(4))
+    n = model.cfg.n_findings + model.cfg.n_tumour
+    plain = model(b["images"], b["context"], b["input_ids"], b["attention_mask"]).lm_logits
+    same = model(
+        b["images"], b["context"], b["input_ids"], b["attention_mask"], torch.full((4, n), float("nan"))
+    )
+    assert torch.equal(plain, same.lm_logits)  # NaN = the heads' own probabilities
+    forced = model(b["images"], b["context"], b["input_ids"], b["attention_mask"], torch.ones(4, n))
+    assert not torch.allclose(plain, forced.lm_logits)

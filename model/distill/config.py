@@ -94,6 +94,9 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads (0 = leave torch's default)
     log_every: int = 10  # steps between train_log.jsonl lines
     bf16: bool = False  # CPU autocast to bfloat16 + channels-last (fast on AMX CPUs; losses stay float32)
+    label_cond_p: float = 0.5  # share of training rows whose decoder memory embeds the ground-truth labels
+    # (where known) instead of the heads' probabilities: the decoder learns at once to write what the head
+    # tokens say, so reports agree with the heads; the other rows keep it used to the heads' soft values
     time_budget_s: float | None = None  # wall-clock cap: the lr schedule is re-fitted to the steps that fit
     # (measured after warm-up); breaks bit-exact determinism across machines, so off by default
     extra: dict = field(default_factory=dict)  # free-form notes copied into the model card

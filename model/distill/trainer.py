@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
@@ -45,18 +46,32 @@ class TrainModule(nn.Module):
     One module so that DDP synchronises the projector's gradients with the model's.
     """
 
-    def __init__(self, model: nn.Module, projector: nn.Module | None = None, bf16: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        projector: nn.Module | None = None,
+        bf16: bool = False,
+        label_cond_p: float = 0.0,
+    ):
         super().__init__()
         self.model = model
         self.projector = projector
         self.bf16 = bf16
+        self.label_cond_p = label_cond_p
 
     def forward(self, batch: dict[str, torch.Tensor]):
         images = batch["images"]
         if self.bf16:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.model(images, batch["context"], batch["input_ids"], batch["attention_mask"])
+            memory_probs = (
+                label_memory_probs(batch, self.label_cond_p, self.model.cfg.n_tumour)
+                if self.training and self.label_cond_p > 0
+                else None
+            )
+            out = self.model(
+                images, batch["context"], batch["input_ids"], batch["attention_mask"], memory_probs
+            )
             hint = self.projector(out.features) if self.projector is not None else None
         if self.bf16:  # the losses run in float32
             for f in dataclasses.fields(out) if dataclasses.is_dataclass(out) else ():
@@ -65,6 +80,23 @@ class TrainModule(nn.Module):
                     setattr(out, f.name, v.float())
             hint = hint.float() if hint is not None else None
         return out, hint
+
+
+def label_memory_probs(batch: dict[str, torch.Tensor], p: float, n_tumour: int) -> torch.Tensor:
+    """(B, n_findings + n_tumour) ground-truth labels for the decoder memory, NaN = use the head.
+
+    A row is conditioned on its labels with probability ``p``; unknown labels (NaN findings, tumour
+    -100, the KD transfer set) stay NaN, so the heads' own probabilities fill them.
+    """
+    findings = batch["findings"].float()  # (B, n_findings), NaN = unknown
+    tumour = batch["tumour"]  # (B,), -100 = unknown
+    b = findings.shape[0]
+    onehot = torch.full((b, n_tumour), float("nan"))
+    known = tumour >= 0
+    onehot[known] = F.one_hot(tumour[known], n_tumour).float()
+    probs = torch.cat([findings, onehot], 1)
+    probs[torch.rand(b) >= p] = float("nan")
+    return probs
 
 
 def make_projector(student_channels: int, teacher_channels: int) -> nn.Module:
@@ -244,7 +276,7 @@ def fit(
             p.requires_grad_(trainable(name))
     if tcfg.bf16:  # AMX/AVX-512 bf16 + channels-last convs: 2.5-4x faster ResNet-50 on this CPU
         model.to(memory_format=torch.channels_last)
-    module = TrainModule(model, projector, bf16=tcfg.bf16)
+    module = TrainModule(model, projector, bf16=tcfg.bf16, label_cond_p=tcfg.label_cond_p)
     dmodule = ddp.wrap(module, env)
     optimizer = torch.optim.AdamW(param_groups(module, tcfg.weight_decay), lr=lr or tcfg.lr)
     sampler = DistributedSampler(

@@ -80,9 +80,18 @@ class ReportModel(nn.Module):
             context = pooled.new_zeros(pooled.shape[0], self.cfg.context_dim)
         return self.heads(pooled, context)
 
-    def build_memory(self, features: torch.Tensor, heads: HeadOutput) -> torch.Tensor:
-        """Cross-attention memory (B, h*w + n_findings + n_tumour, d)."""
-        return self.memory(features, head_probabilities(heads))
+    def build_memory(
+        self, features: torch.Tensor, heads: HeadOutput, memory_probs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-attention memory (B, h*w + n_findings + n_tumour, d).
+
+        ``memory_probs`` (B, n_findings + n_tumour), training only: values that replace the heads'
+        probabilities where they are not NaN (ground-truth labels; see ``TrainConfig.label_cond_p``).
+        """
+        probs = head_probabilities(heads)
+        if memory_probs is not None:
+            probs = torch.where(torch.isnan(memory_probs), probs, memory_probs.to(probs.dtype))
+        return self.memory(features, probs)
 
     def forward(
         self,
@@ -90,11 +99,12 @@ class ReportModel(nn.Module):
         context: torch.Tensor | None,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        memory_probs: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Teacher-forced pass: heads + next-token logits of ``input_ids`` (B, L)."""
         features = self.forward_features(images)
         heads = self.forward_heads(features, context)
-        lm_logits = self.decoder(input_ids, attention_mask, self.build_memory(features, heads))
+        lm_logits = self.decoder(input_ids, attention_mask, self.build_memory(features, heads, memory_probs))
         return ModelOutput(
             findings_logits=heads.findings_logits,
             tumour_logits=heads.tumour_logits,
