@@ -2,7 +2,9 @@
 
 A checkpoint directory holds::
 
-    model.safetensors    weights (``safetensors.torch.save_model``: handles the tied embeddings)
+    model.safetensors    weights (``safetensors.torch.save_model``: handles the tied embeddings); float32,
+                         or float16 for the shipped checkpoints (half the bytes in git; loading casts
+                         back to the float32 model, and the shipped figures are measured on them)
     config.json          ModelConfig.to_dict()
     tokenizer.json       the word-level tokenizer (``tokenizers`` JSON)
     extras.safetensors   extra tensors, e.g. the OOD statistics (may be empty)
@@ -17,6 +19,7 @@ with a sentence naming the file and the problem.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -65,8 +68,13 @@ def save_checkpoint(
     tokenizer,
     card: dict | None = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
+    weights_dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write a checkpoint directory (created if needed); returns it. ``card`` is extended, not replaced."""
+    """Write a checkpoint directory (created if needed); returns it. ``card`` is extended, not replaced.
+
+    ``weights_dtype`` (float32 or float16) is the storage type of floating-point weights; the model
+    itself is not changed.
+    """
     from safetensors.torch import save_file, save_model
 
     from model.networks import count_parameters
@@ -74,7 +82,10 @@ def save_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.cfg
-    save_model(model, str(out / WEIGHTS), metadata={"format": "pt", "arch": cfg.arch_name})
+    if weights_dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"weights_dtype must be torch.float32 or torch.float16, not {weights_dtype}")
+    stored = model if weights_dtype == torch.float32 else copy.deepcopy(model).to(weights_dtype)
+    save_model(stored, str(out / WEIGHTS), metadata={"format": "pt", "arch": cfg.arch_name})
     (out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
     tokenizer.backend_tokenizer.save(str(out / TOKENIZER))
     extras = {k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
@@ -89,6 +100,7 @@ def save_checkpoint(
     full["weights_sha256"] = sha256_file(out / WEIGHTS)
     full["files"] = {name: sha256_file(out / name) for name in (WEIGHTS, CONFIG, TOKENIZER, EXTRAS)}
     full["weights_bytes"] = (out / WEIGHTS).stat().st_size
+    full["weights_dtype"] = str(weights_dtype).removeprefix("torch.")
     full["format_version"] = FORMAT_VERSION
     full.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     (out / CARD).write_text(json.dumps(full, indent=2, default=str))

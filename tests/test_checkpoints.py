@@ -185,3 +185,37 @@ def test_never_unpickles(ckpt):
     assert "torch.load" not in inspect.getsource(ck) and "pickle" not in inspect.getsource(ck).replace(
         "unpickle", ""
     )
+
+
+def test_float16_storage_halves_the_file_and_loads_float32(ckpt, tmp_path):
+    d, model, tok = ckpt
+    card = json.loads((d / CARD).read_text())
+    half = save_checkpoint(tmp_path / "half", model, tok, card, weights_dtype=torch.float16)
+    assert (half / WEIGHTS).stat().st_size < 0.6 * (d / WEIGHTS).stat().st_size
+    loaded = load_checkpoint(half)  # the sha256 in the rewritten card matches the new file
+    assert loaded.card["weights_dtype"] == "float16" and loaded.card["metrics"] == {"f1": 0.5}
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    assert next(model.parameters()).dtype == torch.float32  # the source model is not converted
+    x = torch.rand(2, 1, model.cfg.image_size, model.cfg.image_size)
+    with torch.no_grad():
+        a = model.forward_heads(model.forward_features(x)).findings_logits
+        b = loaded.model.forward_heads(loaded.model.forward_features(x)).findings_logits
+    assert torch.allclose(a, b, atol=1e-2) and not torch.equal(a, b)  # rounded, not lost
+    with pytest.raises(ValueError, match="weights_dtype"):
+        save_checkpoint(tmp_path / "bad", model, tok, card, weights_dtype=torch.bfloat16)
+
+
+def test_pipeline_install_writes_float16_checkpoints_with_their_log(ckpt, tmp_path, monkeypatch):
+    from model.commands import pipeline
+
+    d, model, tok = ckpt
+    (d / "train_log.jsonl").write_text('{"step": 1}\n')
+    (d / "stage_joint").mkdir()  # resumable state: not installed
+    monkeypatch.setattr(pipeline, "ASSETS", tmp_path / "assets")
+    out = pipeline._install({"student": d})
+    dst = tmp_path / "assets" / "student"
+    assert out["installed"]["student"]["files"] == sorted(
+        [WEIGHTS, CONFIG, TOKENIZER, EXTRAS, CARD, "train_log.jsonl"]
+    )
+    assert load_checkpoint(dst).card["weights_dtype"] == "float16"
+    assert (dst / WEIGHTS).stat().st_size < (d / WEIGHTS).stat().st_size

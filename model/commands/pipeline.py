@@ -1,8 +1,8 @@
 """`meddistill pipeline`: the whole default pipeline in one command.
 
 generate data -> train the teacher -> distil the KD student -> train the no-KD student (same
-labelled subset, same step budget) -> evaluate -> (with --install) copy the checkpoints into
-assets/checkpoints/{teacher,student,student_nokd}/. Wall time of every stage goes to
+labelled subset, same step budget) -> evaluate -> (with --install) write the checkpoints, weights
+stored as float16, into assets/checkpoints/{teacher,student,student_nokd}/. Wall time of every stage goes to
 OUT/pipeline.json. Sized to finish in well under 90 minutes on a 2-core CPU (see PROFILES).
 
   meddistill pipeline --out runs/default --install
@@ -267,15 +267,22 @@ def _evaluate(ckpt: dict[str, Path], data_dir: Path, out: Path) -> dict:
 
 
 def _install(ckpt: dict[str, Path]) -> dict:
-    """Copy checkpoint files (not the resumable training state) into assets/checkpoints/NAME/."""
-    copied = {}
+    """Write each checkpoint into assets/checkpoints/NAME/ with float16-stored weights (half the bytes
+    in git; they load back into float32 models), plus its training log; not the resumable state."""
+    from model.checkpoints import WEIGHTS, load_checkpoint, save_checkpoint
+    from model.distill.trainer import LOG_NAME
+
+    installed = {}
     for name, src in ckpt.items():
         dst = ASSETS / name
         if dst.exists():
             shutil.rmtree(dst)
-        dst.mkdir(parents=True)
-        for f in src.iterdir():
-            if f.is_file():
-                shutil.copy2(f, dst / f.name)
-        copied[name] = sorted(p.name for p in dst.iterdir())
-    return {"installed": copied}
+        model, tokenizer, card, extras = load_checkpoint(src)
+        save_checkpoint(dst, model, tokenizer, card, extras, weights_dtype=torch.float16)
+        if (src / LOG_NAME).is_file():
+            shutil.copy2(src / LOG_NAME, dst / LOG_NAME)
+        installed[name] = {
+            "files": sorted(p.name for p in dst.iterdir()),
+            "mb": (dst / WEIGHTS).stat().st_size / 1e6,
+        }
+    return {"installed": installed}
