@@ -275,3 +275,27 @@ def test_generate_ids_returns_texts(tokenizer):
     )
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     assert not any(s in t for t in texts for s in SPECIAL_TOKENS)
+
+
+def test_avgmax_heads_read_the_maximum_and_keep_average_pooled_features():
+    cfg = dataclasses.replace(TINY_PRESETS["tiny-student"], head_pool="avgmax")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    c = model.encoder.out_channels
+    assert model.heads.shared[1].in_features == 2 * c
+    flat = torch.zeros(1, c, 8, 8)
+    spike = flat.clone()
+    spike[0, :, 3, 5] = 6.4  # one hot spot: its average over 64 cells is 0.1, its maximum 6.4
+    smeared = torch.full((1, c, 8, 8), 0.1)  # the same average everywhere
+    with torch.no_grad():
+        a, b = model.forward_heads(spike), model.forward_heads(smeared)
+    assert torch.allclose(a.pooled, b.pooled)  # OOD statistics see the same average ...
+    assert not torch.allclose(a.findings_logits, b.findings_logits)  # ... the heads see the spot
+    with pytest.raises(ValueError, match="head_pool"):
+        dataclasses.replace(cfg, head_pool="median")
+
+
+def test_presets_pool_average_and_max():
+    from model.networks import STUDENT_PRESETS, TEACHER_PRESETS
+
+    assert all(c.head_pool == "avgmax" for c in (*TEACHER_PRESETS.values(), *STUDENT_PRESETS.values()))

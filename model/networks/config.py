@@ -14,6 +14,8 @@ from model.types import CONTEXT_DIM, FINDINGS, TREATMENTS, TUMOUR_CLASSES, TUMOU
 
 #: image trunks ``encoders.py`` knows how to build
 ENCODERS: tuple[str, ...] = ("resnet50", "mobilenet_v3_small", "tiny_cnn")
+#: how the heads pool the feature map (see ``ModelConfig.head_pool``)
+HEAD_POOLS: tuple[str, ...] = ("avg", "avgmax")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class ModelConfig:
     memory_grid: int = 8  # learned 2-D position grid of the patch tokens (resized to the feature map)
     head_hidden: int = 128  # width of the shared hidden layer of the task heads
     head_dropout: float = 0.1  # dropout on pooled features before the heads
+    head_pool: str = "avg"  # heads' input: "avg" (global average) | "avgmax" (average ++ max: small
+    # lesions, a nodule or the fluid in a costophrenic angle, are not averaged away over the map)
     context_dim: int = CONTEXT_DIM  # PatientContext.to_vector() length
     context_hidden: int = 32  # MLP width that embeds the patient context for the treatment head
     n_findings: int = len(FINDINGS)  # findings head outputs (sigmoid)
@@ -44,6 +48,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; choose one of {ENCODERS}")
+        if self.head_pool not in HEAD_POOLS:
+            raise ValueError(f"unknown head_pool {self.head_pool!r}; choose one of {HEAD_POOLS}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
@@ -64,11 +70,12 @@ class ModelConfig:
 TEACHER_PRESETS: dict[str, ModelConfig] = {
     "resnet50-4l": ModelConfig(
         arch_name="resnet50-4l",
+        head_pool="avgmax",
         encoder="resnet50",
         d_model=384,
         n_layers=4,
         n_heads=6,
-        head_hidden=128,
+        head_hidden=64,  # 2 x 2048 pooled inputs: 64 keeps the teacher within 35M at a 2000-word vocabulary
         context_hidden=32,
     ),
 }
@@ -77,6 +84,7 @@ TEACHER_PRESETS: dict[str, ModelConfig] = {
 STUDENT_PRESETS: dict[str, ModelConfig] = {
     "mobilenet-1l": ModelConfig(
         arch_name="mobilenet-1l",
+        head_pool="avgmax",
         encoder="mobilenet_v3_small",
         d_model=192,
         n_layers=1,

@@ -32,7 +32,8 @@ class TaskHeads(nn.Module):
     def __init__(self, cfg: ModelConfig, in_channels: int):
         super().__init__()
         h = cfg.head_hidden
-        self.shared = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(in_channels, h), nn.GELU())
+        head_in = in_channels * (2 if cfg.head_pool == "avgmax" else 1)
+        self.shared = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(head_in, h), nn.GELU())
         self.findings_head = nn.Linear(h, cfg.n_findings)
         self.tumour_head = nn.Linear(h, cfg.n_tumour)
         self.subtype_head = nn.Linear(h, cfg.n_subtypes)
@@ -42,9 +43,12 @@ class TaskHeads(nn.Module):
             nn.Linear(fused, h), nn.GELU(), nn.Dropout(cfg.head_dropout), nn.Linear(h, cfg.n_treatments)
         )
 
-    def forward(self, pooled: torch.Tensor, context: torch.Tensor) -> HeadOutput:
-        """pooled (B, C), context (B, context_dim) -> HeadOutput."""
-        z = self.shared(pooled)  # (B, h)
+    def forward(
+        self, pooled: torch.Tensor, context: torch.Tensor, head_in: torch.Tensor | None = None
+    ) -> HeadOutput:
+        """pooled (B, C) average-pooled features, context (B, context_dim), head_in (B, C or 2C) what
+        the heads read (None = ``pooled``) -> HeadOutput."""
+        z = self.shared(pooled if head_in is None else head_in)  # (B, h)
         f = self.findings_head(z)  # (B, n_findings)
         t = self.tumour_head(z)  # (B, n_tumour)
         probs = torch.cat([torch.sigmoid(f), torch.softmax(t, -1)], -1).detach()  # (B, nf + nt)

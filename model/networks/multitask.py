@@ -3,7 +3,7 @@
 Data flow (B = batch, C/h/w = feature map, d = decoder width, L = tokens):
 
     images (B, 1, S, S) --encoder.forward_features--> features (B, C, h, w)   <- Grad-CAM / FitNets
-    features --mean(h, w)--> pooled (B, C) --heads (+ context)--> HeadOutput  <- OOD statistics
+    features --mean(h, w)--> pooled (B, C) [++ max(h, w)] --heads (+ context)--> HeadOutput  <- OOD: pooled
     features + head probabilities --memory--> (B, h*w + n_findings + n_tumour, d)
     [DETAIL] [MODALITY] words.. --GPT-2 with cross-attention to memory--> lm_logits (B, L, V)
 """
@@ -75,10 +75,11 @@ class ReportModel(nn.Module):
 
     def forward_heads(self, features: torch.Tensor, context: torch.Tensor | None = None) -> HeadOutput:
         """features (B, C, h, w), context (B, context_dim) or None (unknown) -> HeadOutput."""
-        pooled = features.mean((2, 3))  # (B, C) global average pool
+        pooled = features.mean((2, 3))  # (B, C) global average pool (also the OOD statistics' features)
         if context is None:
             context = pooled.new_zeros(pooled.shape[0], self.cfg.context_dim)
-        return self.heads(pooled, context)
+        head_in = torch.cat([pooled, features.amax((2, 3))], 1) if self.cfg.head_pool == "avgmax" else None
+        return self.heads(pooled, context, head_in)
 
     def build_memory(
         self, features: torch.Tensor, heads: HeadOutput, memory_probs: torch.Tensor | None = None
