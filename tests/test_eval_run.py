@@ -146,6 +146,11 @@ def test_efficiency_helpers(tiny):
     assert ft["encode_heads"] > fs["encode_heads"] > 0 and ft["decode_step"] > 0
     size = efficiency.checkpoint_bytes(ckpt["teacher"])
     assert size["checkpoint_bytes"] > size["weights_bytes"] > 0
+    state = ckpt["teacher"] / "stage_test"  # resumable training state is not part of the checkpoint
+    state.mkdir(exist_ok=True)
+    (state / "optimizer.safetensors").write_bytes(b"0" * 4096)
+    assert efficiency.checkpoint_bytes(ckpt["teacher"]) == size
+    __import__("shutil").rmtree(state)  # the fixture is shared
     study = load_sample_study(
         __import__("model.data.sources", fromlist=["x"]).PhantomSource(data).samples("test")[0]
     )

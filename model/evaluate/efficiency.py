@@ -3,7 +3,7 @@
 Protocol (written into every result, see :func:`efficiency_protocol`):
 
 - parameters: unique parameters of the ReportModel (tied embeddings once).
-- checkpoint bytes: every file in the checkpoint folder (weights + config + tokenizer + card), and
+- checkpoint bytes: every top-level file in the checkpoint folder (weights + config + tokenizer + card), and
   the ``*.safetensors`` weights alone.
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (counts matmul / conv FLOPs = 2 x MACs) on
   one image at the model's input size: ``encode_heads`` = trunk + heads + decoder memory;
@@ -64,9 +64,13 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def checkpoint_bytes(checkpoint_dir: str | Path) -> dict:
-    """Bytes of the checkpoint folder (all files) and of its safetensors weights."""
+    """Bytes of the checkpoint folder's files and of its safetensors weights.
+
+    Top-level files only: a training run's folder also holds resumable state (``stage_*/``: optimiser
+    moments, teacher cache), which is not part of the checkpoint a user loads.
+    """
     root = Path(checkpoint_dir)
-    files = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+    files = [p for p in root.iterdir() if p.is_file()] if root.is_dir() else []
     total = sum(p.stat().st_size for p in files)
     weights = sum(p.stat().st_size for p in files if p.suffix == ".safetensors")
     return {"checkpoint_bytes": total, "weights_bytes": weights, "checkpoint_mb": round(total / 2**20, 3)}
