@@ -282,7 +282,7 @@ def test_avgmax_heads_read_the_maximum_and_keep_average_pooled_features():
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     c = model.encoder.out_channels
-    assert model.heads.shared[1].in_features == 2 * c
+    assert model.heads.shared[2].in_features == 2 * c
     flat = torch.zeros(1, c, 8, 8)
     spike = flat.clone()
     spike[0, :, 3, 5] = 6.4  # one hot spot: its average over 64 cells is 0.1, its maximum 6.4
@@ -295,7 +295,9 @@ def test_avgmax_heads_read_the_maximum_and_keep_average_pooled_features():
         dataclasses.replace(cfg, head_pool="median")
 
 
-def test_presets_pool_average_and_max():
+def test_presets_pool_average():
+    # measured A/B (teacher, phantoms, 240 s each): avg+LayerNorm 0.723 finding AUROC / 0.58 tumour acc,
+    # avgmax+LayerNorm 0.731 / 0.43 -- no clear gain from the max, so the shipped presets average
     from model.networks import STUDENT_PRESETS, TEACHER_PRESETS
 
-    assert all(c.head_pool == "avgmax" for c in (*TEACHER_PRESETS.values(), *STUDENT_PRESETS.values()))
+    assert all(c.head_pool == "avg" for c in (*TEACHER_PRESETS.values(), *STUDENT_PRESETS.values()))
