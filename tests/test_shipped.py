@@ -1,0 +1,94 @@
+"""The shipped checkpoints (assets/checkpoints): they load (sha256-verified), fit the parameter budgets,
+say what they were trained on, and write reports that agree with their own heads.
+
+These are the weights the dashboard serves; the figures in the README come from benchmarks/ on them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.data.imaging import load_study_path
+from model.data.labeler import label_report
+from model.inference import Predictor
+from model.types import DISCLAIMER, FINDINGS, TUMOUR_CLASSES
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "assets" / "checkpoints"
+SAMPLES = ROOT / "assets" / "samples"
+MODELS = ("teacher", "student", "student_nokd")
+AGREEMENT_MIN = 0.9  # measured 134/135 on the shipped samples (2026-12-02)
+
+
+@pytest.fixture(scope="module")
+def predictors():
+    missing = [m for m in MODELS if not (SHIPPED / m / "model.safetensors").is_file()]
+    assert not missing, f"shipped checkpoints missing: {missing} (run `meddistill pipeline --install`)"
+    return {m: Predictor.from_dir(SHIPPED / m, m) for m in MODELS}
+
+
+@pytest.fixture(scope="module")
+def samples():
+    index = json.loads((SAMPLES / "index.json").read_text())
+    return [(s, load_study_path(SAMPLES / s["image"], modality_hint=s["modality"])) for s in index]
+
+
+def test_cards_budgets_and_provenance(predictors):
+    teacher, student, nokd = (predictors[m].card for m in MODELS)
+    assert teacher["parameters"] <= 35_000_000
+    assert student["parameters"] * 10 <= teacher["parameters"]
+    assert nokd["arch_name"] == student["arch_name"] and nokd["parameters"] == student["parameters"]
+    assert student["training"]["teacher"]["parameters"] == teacher["parameters"]
+    for card in (teacher, student, nokd):
+        assert card["weights_dtype"] == "float16"  # half the bytes in git
+        assert card["disclaimer"] == DISCLAIMER
+        data = card["training"]["data"]
+        assert data["labelled"]["n"] > 0 and data["labelled"]["per_source"]
+        assert card["metrics"]["validation"]
+    # the fair comparison: the no-KD student saw the KD student's labelled subset, nothing more
+    assert nokd["training"]["data"]["labelled"] == student["training"]["data"]["labelled"]
+    assert (student["training"]["data"]["transfer"] or {}).get("n", 0) > 0
+
+
+def _positive(label: str | None) -> bool:
+    return label in ("positive", "uncertain")
+
+
+def test_reports_agree_with_their_own_heads(predictors, samples):
+    """The decoder reads the heads' outputs: what a report says should match what the heads say."""
+    agree = total = 0
+    for model_id, predictor in predictors.items():
+        for sample, study in samples:
+            pred = predictor.predict(study)
+            assert pred.report and pred.report.endswith("."), (model_id, sample["id"], pred.report)
+            assert "[UNK]" not in pred.report
+            labels = label_report(pred.report)
+            if study.modality == "CXR":
+                pairs = [(pred.findings[f] >= 0.5, _positive(labels[f])) for f in FINDINGS]
+            else:
+                top = max(TUMOUR_CLASSES, key=pred.tumour.get)
+                said = (
+                    "malignant"
+                    if _positive(labels["tumour_malignant"])
+                    else ("benign" if _positive(labels["tumour_benign"]) else "none")
+                )
+                pairs = [(top, said)]
+            agree += sum(a == b for a, b in pairs)
+            total += len(pairs)
+    print(f"report-head agreement {agree}/{total}")
+    assert agree / total >= AGREEMENT_MIN, f"report-head agreement {agree}/{total}"
+
+
+def test_predictions_are_deterministic_and_models_differ(predictors, samples):
+    _, study = samples[0]
+    a = predictors["teacher"].predict(study)
+    b = predictors["teacher"].predict(study)
+    s = predictors["student"].predict(study)
+    assert a.report == b.report and a.findings == b.findings
+    assert a.findings != s.findings
