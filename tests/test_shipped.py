@@ -14,6 +14,7 @@ import torch
 
 from model.data.imaging import load_study_path
 from model.data.labeler import label_report
+from model.evaluate.clinical import CE_LABELS, to_binary
 from model.inference import Predictor
 from model.types import DISCLAIMER, FINDINGS, TUMOUR_CLASSES
 
@@ -56,10 +57,6 @@ def test_cards_budgets_and_provenance(predictors):
     assert (student["training"]["data"]["transfer"] or {}).get("n", 0) > 0
 
 
-def _positive(label: str | None) -> bool:
-    return label in ("positive", "uncertain")
-
-
 def test_reports_agree_with_their_own_heads(predictors, samples):
     """The decoder reads the heads' outputs: what a report says should match what the heads say."""
     agree = total = 0
@@ -68,17 +65,18 @@ def test_reports_agree_with_their_own_heads(predictors, samples):
             pred = predictor.predict(study)
             assert pred.report and pred.report.endswith("."), (model_id, sample["id"], pred.report)
             assert "[UNK]" not in pred.report
-            labels = label_report(pred.report)
+            # what the report says, read as the clinical-efficacy protocol reads it (uncertain -> positive)
+            said = dict(zip(CE_LABELS, to_binary(label_report(pred.report)).astype(bool), strict=True))
             if study.modality == "CXR":
-                pairs = [(pred.findings[f] >= 0.5, _positive(labels[f])) for f in FINDINGS]
+                pairs = [(pred.findings[f] >= 0.5, said[f]) for f in FINDINGS]
             else:
                 top = max(TUMOUR_CLASSES, key=pred.tumour.get)
-                said = (
+                said_class = (
                     "malignant"
-                    if _positive(labels["tumour_malignant"])
-                    else ("benign" if _positive(labels["tumour_benign"]) else "none")
+                    if said["tumour_malignant"]
+                    else ("benign" if said["tumour_benign"] else "none")
                 )
-                pairs = [(top, said)]
+                pairs = [(top, said_class)]
             agree += sum(a == b for a, b in pairs)
             total += len(pairs)
     print(f"report-head agreement {agree}/{total}")

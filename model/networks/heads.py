@@ -33,8 +33,8 @@ class TaskHeads(nn.Module):
         super().__init__()
         h = cfg.head_hidden
         head_in = in_channels * (2 if cfg.head_pool == "avgmax" else 1)
-        # LayerNorm first (as in ConvNeXt's head): max-pooled post-ReLU features run an order of
-        # magnitude above the averages, and unnormalised they stall the heads under gradient clipping
+        # LayerNorm first (as in ConvNeXt's head): pooled post-ReLU features are unnormalised (max-pooled
+        # ones an order of magnitude above the averages) and stalled the heads under gradient clipping
         self.shared = nn.Sequential(
             nn.LayerNorm(head_in), nn.Dropout(cfg.head_dropout), nn.Linear(head_in, h), nn.GELU()
         )
