@@ -95,6 +95,11 @@ def test_evaluate_writes_every_section(tiny, tmp_path):
     assert set(case["models"]) == {"teacher", "student", "student_nokd"}
     assert {"report", "findings", "tumour", "labels", "heatmap"} <= set(case["models"]["teacher"])
     assert case["heatmap_target"] and case["models"]["student"]["heatmap"]["argmax"]
+    # the seed is recorded, and Error analysis can rebuild the case without the data folder
+    from model.data.rebuild import rebuild_case
+
+    assert result["data"]["dataset"]["seed"] == 0 and case["seed"] is not None
+    assert rebuild_case(result, case).png() == (data / "images" / f"{case['id']}.png").read_bytes()
     curves = result["tradeoff"]["curves"]["teacher"]["brief"]
     assert curves["max_new_tokens"] == [4, 8, 16] and len(curves["bleu_4"]) == 3
     assert curves["mean_tokens"] == sorted(curves["mean_tokens"])

@@ -508,6 +508,11 @@ def evaluate(
         models[name]["card"] = {k: card.get(k) for k in ("model_id", "architecture", "parameters", "training",
                                                          "created", "sha256") if k in card}  # fmt: skip
     cases = _cases(phantom, models, predictors, ref_labels, cam_cases, cfg)
+    from model.data.rebuild import dataset_provenance, seed_from_id
+
+    dataset = dataset_provenance(data_dir)  # seed + size: Error analysis rebuilds a case from them
+    for rec in cases if dataset and dataset.get("seed") is not None else ():
+        rec["seed"] = seed_from_id(dataset["seed"], rec["id"])
     for m in models.values():
         m.pop("per_case", None)
     timing["total_s"] = round(time.perf_counter() - t_start, 2)
@@ -518,7 +523,8 @@ def evaluate(
         "disclaimer": DISCLAIMER,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
         "protocol": protocol(cfg),
-        "data": {"dir": str(data_dir), "split": cfg.split, **_data_block(phantom, "phantom")},
+        "data": {"dir": str(data_dir), "split": cfg.split, **_data_block(phantom, "phantom"),
+                 "dataset": dataset},  # fmt: skip
         "model_order": list(predictors),
         "models": models,
         "retention": retention(models, ref),
