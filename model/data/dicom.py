@@ -2,17 +2,20 @@
 
 Called by :func:`model.data.imaging.load_study` once the bytes sniff as DICOM. Order matters:
 
-1. read the header only (``stop_before_pixels=True``) and refuse files without an image, of an
-   unsupported modality, or whose Rows x Columns x frames x samples x bytes exceed the budget
-   (pydicom has no decompression-bomb guard of its own);
-2. read the full file, check the pixel data is there (and long enough, when uncompressed), check a
-   decoder plugin exists for compressed transfer syntaxes, and decode only the chosen frame;
+1. read the header only (``stop_before_pixels=True``) and refuse files without an image or whose
+   Rows x Columns x frames x samples x bytes exceed the budget (pydicom has no decompression-bomb
+   guard of its own);
+2. read the full file and check its integrity (the pixel data is there, and long enough when
+   uncompressed) *before* the modality rule, so that a truncated file is called damaged, not "MR";
+   then the modality rule, a decoder plugin for compressed transfer syntaxes, and decode only the
+   chosen frame;
 3. modality LUT -> ``raw`` (Hounsfield units on CT); window from the caller, the file's VOI
    (centre/width or LUT), a CT preset or percentiles; MONOCHROME1 inverted after windowing.
 
 Patient identifiers never leave this module: ``meta`` is built from a whitelist, error messages are
-written here and never quote pydicom's (which may contain element values), pydicom's warnings are
-silenced and its log records dropped while a file is being read.
+written here and never quote pydicom's (which may contain element values) nor name an exception class,
+pydicom's warnings are silenced and its log records, from the "pydicom" logger *and its children*
+("pydicom.pixels.decoders.base", ...), are dropped while a file is being read.
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ PLUGIN_HINTS: dict[str, str] = {
     dicom_uid.RLELossless: "pylibjpeg and pylibjpeg-rle",
 }
 
+_AGAIN = "Export or copy the file again from the viewer or PACS and upload the new copy."
+_EXPORT = "Export the image as PNG, JPEG or DICOM and upload that."
 _SAFE_VALUE = re.compile(r"[^\w .,:;/()+\-^%]")  # display values: printable, no control characters
 _EXPLICIT_VRS = {
     b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB", b"OD",
@@ -109,12 +114,38 @@ _EXPLICIT_VRS = {
 _reading = contextvars.ContextVar("meddistill_dicom_reading", default=False)
 
 
-class _DropWhileReading(logging.Filter):
+class _DropPydicomWhileReading(logging.Filter):
+    """Drops records of the "pydicom" logger tree logged by a thread that is reading a file here.
+
+    A filter on a *logger* sees only records logged on that very logger, not those propagated from its
+    children ("pydicom.pixels.utils" ...); a filter on a *handler* sees every record the handler gets.
+    So this one sits on the handlers: the "pydicom" logger's own (pydicom.config.debug() adds one), every
+    handler above it up to the root (the app's, pytest's caplog...) and Python's last-resort handler.
+    """
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not _reading.get()
+        from_pydicom = record.name == "pydicom" or record.name.startswith("pydicom.")
+        return not (from_pydicom and _reading.get())
 
 
-logging.getLogger("pydicom").addFilter(_DropWhileReading())
+_PYDICOM_FILTER = _DropPydicomWhileReading()
+
+
+def _guard_pydicom_handlers() -> None:
+    """Attach the filter to every handler a pydicom record can reach (idempotent; handlers come and go)."""
+    known = list(logging.root.manager.loggerDict.items())  # values may be PlaceHolders: skip those
+    loggers = [lg for n, lg in known if n.startswith("pydicom.") and isinstance(lg, logging.Logger)]
+    node: logging.Logger | None = logging.getLogger("pydicom")
+    while node is not None:  # "pydicom" and its ancestors, as propagation walks them
+        loggers.append(node)
+        node = node.parent if node.propagate else None
+    handlers = [h for lg in loggers for h in lg.handlers]
+    for handler in [*handlers, logging.lastResort]:
+        if handler is not None and _PYDICOM_FILTER not in handler.filters:
+            handler.addFilter(_PYDICOM_FILTER)
+
+
+logging.getLogger("pydicom").addFilter(_PYDICOM_FILTER)  # records logged on "pydicom" itself, handler or not
 
 
 @contextlib.contextmanager
@@ -122,6 +153,7 @@ def _quiet_pydicom():
     """Silence pydicom's warnings and logs while one file is read (serialised: warnings are global)."""
     with WARNINGS_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        _guard_pydicom_handlers()
         token = _reading.set(True)
         try:
             yield
@@ -166,20 +198,17 @@ def read_dicom(
     with _quiet_pydicom():
         header = _read(data, name, pixels=False)
         rows, cols, n_frames, samples, bits = _geometry(header, name)
-        modality = _map_modality(header, name, modality_hint, notes)
         _check_budget(name, rows, cols, n_frames, samples, bits)
+        ds = _read(data, name, pixels=True)
+        # Integrity before the modality rule: a damaged file is called damaged, whatever it shows.
+        tsyntax = ds.file_meta.get("TransferSyntaxUID")
+        _check_pixel_data(ds, data, name)
+        _check_pixel_length(ds, name, tsyntax, rows, cols, n_frames, samples, bits)
+        modality = _map_modality(ds, name, modality_hint, notes)
         if frame >= n_frames:
             raise ImageLoadError(
                 f"{quoted(name)} has {n_frames} frame(s); frame {frame} does not exist (frames count from 0)."
             )
-        ds = _read(data, name, pixels=True)
-        if "PixelData" not in ds:
-            cut = " (the file may be truncated)" if _is_image_sop(ds) else ""
-            raise NoPixelDataError(
-                f"{quoted(name)} is a DICOM file without pixel data{cut}: no image to show."
-            )
-        tsyntax = ds.file_meta.get("TransferSyntaxUID")
-        _check_pixel_length(ds, name, tsyntax, rows, cols, n_frames, samples, bits)
         _check_decoder(tsyntax, name)
         arr = _decode_frame(ds, name, frame)
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
@@ -190,10 +219,11 @@ def read_dicom(
             spacing = _pixel_spacing(ds)
         except ImageLoadError:
             raise
-        except Exception as err:  # odd LUTs, non-numeric rescale values...: never a raw traceback
+        except Exception:  # odd LUTs, non-numeric rescale values...: never a raw traceback
             raise CorruptImageError(
                 f"{quoted(name)} has pixel-value settings (rescale, LUT or palette) that could not be "
-                f"applied ({type(err).__name__})."
+                "applied: its DICOM header is damaged or non-standard. Export it again (uncompressed "
+                "DICOM or PNG) and upload the new copy."
             ) from None
     if win is not None:
         meta["Window (C/W)"] = f"{win[0]:g} / {win[1]:g}"
@@ -220,17 +250,17 @@ def _read(data: bytes, name: str, *, pixels: bool) -> pydicom.Dataset:
             _add_bare_transfer_syntax(ds)
             # "Clearly parses": an image-bearing SOP instance, not noise that happened to start like one.
             if not ("SOPClassUID" in ds or "Modality" in ds) or "Rows" not in ds or "Columns" not in ds:
-                raise UnsupportedFormatError(f"{quoted(name)} is not a PNG, JPEG or DICOM file.")
+                raise UnsupportedFormatError(f"{quoted(name)} is not a PNG, JPEG or DICOM file. {_EXPORT}")
         ds.get("Rows")  # touch: fail here, not later, on a damaged header
     except ImageLoadError:
         raise
-    except Exception as err:  # pydicom raises many types; none of their text is shown (may quote values)
+    except Exception:  # pydicom raises many types; none of their text is shown (may quote values)
         if not preamble:
             raise UnsupportedFormatError(
-                f"{quoted(name)} is not a PNG, JPEG or DICOM file (it does not parse as DICOM)."
+                f"{quoted(name)} is not a PNG, JPEG or DICOM file (it does not parse as DICOM). {_EXPORT}"
             ) from None
         raise CorruptImageError(
-            f"{quoted(name)} is a damaged or truncated DICOM file ({type(err).__name__} while reading)."
+            f"{quoted(name)} is a damaged or truncated DICOM file: its header could not be read. {_AGAIN}"
         ) from None
     return ds
 
@@ -262,17 +292,23 @@ def _geometry(ds: pydicom.Dataset, name: str) -> tuple[int, int, int, int, int]:
     if not rows or not cols:
         if _is_image_sop(ds):  # pydicom stops quietly at EOF: an image SOP class without a size was cut
             raise CorruptImageError(
-                f"{quoted(name)} is a truncated or damaged DICOM image: its header ends before the image size."
+                f"{quoted(name)} is a truncated or damaged DICOM image: its header ends before the image "
+                f"size. {_AGAIN}"
             )
         what = str(ds.get("Modality", "")).strip()
         kind = f" (modality {what})" if _is_code(what) else ""
-        raise NoPixelDataError(f"{quoted(name)} is a DICOM file without an image{kind}.")
+        raise NoPixelDataError(
+            f"{quoted(name)} is a DICOM file without an image{kind} (a report, plan or header only). "
+            "Upload the image series instead."
+        )
     n_frames = _int_field(ds, "NumberOfFrames", 1)
     samples = _int_field(ds, "SamplesPerPixel", 1)
     bits = _int_field(ds, "BitsAllocated", 16)
     for value, label in ((n_frames, "frame count"), (samples, "samples per pixel"), (bits, "bits allocated")):
         if value is None or value <= 0:
-            raise CorruptImageError(f"{quoted(name)} has an invalid {label} in its DICOM header.")
+            raise CorruptImageError(
+                f"{quoted(name)} has an invalid {label} in its DICOM header: the file is damaged. {_AGAIN}"
+            )
     return rows, cols, n_frames, samples, bits
 
 
@@ -288,13 +324,15 @@ def _is_image_sop(ds: pydicom.Dataset) -> bool:
 def _check_budget(name: str, rows: int, cols: int, n_frames: int, samples: int, bits: int) -> None:
     if rows < 0 or cols < 0 or rows * cols > MAX_PIXELS:
         raise ImageTooLargeError(
-            f"{quoted(name)} declares {rows} x {cols} pixels per frame; the limit is {MAX_PIXELS / 1e6:.0f} MP."
+            f"{quoted(name)} declares {rows} x {cols} pixels per frame; the limit is "
+            f"{MAX_PIXELS / 1e6:.0f} MP. Export a downsized copy and upload that."
         )
     decoded = rows * cols * n_frames * samples * ((bits + 7) // 8)
     if decoded > MAX_DECODED_BYTES:
         raise ImageTooLargeError(
             f"{quoted(name)} declares {n_frames} frame(s) of {rows} x {cols} pixels "
-            f"({decoded / 2**30:.1f} GiB decoded); the limit is {MAX_DECODED_BYTES / 2**30:.0f} GiB."
+            f"({decoded / 2**30:.1f} GiB decoded); the limit is {MAX_DECODED_BYTES / 2**30:.0f} GiB. "
+            "Export a single frame or a downsized copy and upload that."
         )
 
 
@@ -323,6 +361,26 @@ def _map_modality(ds: pydicom.Dataset, name: str, hint: str | None, notes: list[
     return hint
 
 
+#: The Pixel Data tag (7FE0,0010) as it appears in little- and big-endian files.
+_PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
+
+
+def _check_pixel_data(ds: pydicom.Dataset, data: bytes, name: str) -> None:
+    """Pixel data present; when pydicom dropped it (cut mid-element) the file is truncated, not image-less."""
+    if "PixelData" in ds:
+        return
+    if any(tag in data for tag in _PIXEL_DATA_TAGS):
+        raise CorruptImageError(
+            f"{quoted(name)} is a truncated DICOM file: its pixel data starts but the file ends before the "
+            f"image is complete. {_AGAIN}"
+        )
+    cut = " (the file may be truncated)" if _is_image_sop(ds) else ""
+    raise NoPixelDataError(
+        f"{quoted(name)} is a DICOM file without pixel data{cut}: no image to show. "
+        "Upload the image file of the series instead."
+    )
+
+
 def _check_pixel_length(
     ds: pydicom.Dataset, name: str, tsyntax, rows: int, cols: int, n_frames: int, samples: int, bits: int
 ) -> None:
@@ -333,13 +391,16 @@ def _check_pixel_length(
     if len(ds.PixelData) < expected:
         raise CorruptImageError(
             f"{quoted(name)} is a truncated DICOM file: its pixel data holds {len(ds.PixelData)} of "
-            f"{expected} bytes."
+            f"{expected} bytes, so the file is damaged. {_AGAIN}"
         )
 
 
 def _check_decoder(tsyntax, name: str) -> None:
     if tsyntax is None:
-        raise CorruptImageError(f"{quoted(name)} has no transfer syntax in its DICOM header.")
+        raise CorruptImageError(
+            f"{quoted(name)} has no transfer syntax in its DICOM header, so its pixels cannot be read. "
+            + _AGAIN
+        )
     if not tsyntax.is_compressed:
         return
     label = tsyntax.name if tsyntax.is_valid and tsyntax.name != tsyntax else "an unknown transfer syntax"
@@ -348,7 +409,7 @@ def _check_decoder(tsyntax, name: str) -> None:
     except NotImplementedError:
         raise MissingDecoderError(
             f"{quoted(name)} is compressed with {label}, which this app cannot decode "
-            "(no Python decoder exists for it)."
+            "(no Python decoder exists for it). Export it as uncompressed DICOM or PNG and upload that."
         ) from None
     if not decoder.is_available:
         plugin = PLUGIN_HINTS.get(tsyntax, "a pydicom pixel-data plugin")
@@ -361,11 +422,13 @@ def _decode_frame(ds: pydicom.Dataset, name: str, frame: int) -> np.ndarray:
     try:
         return np.asarray(dicom_pixels.pixel_array(ds, index=frame))
     except MemoryError:
-        raise ImageTooLargeError(f"{quoted(name)} is too large to decode in memory.") from None
-    except Exception as err:
+        raise ImageTooLargeError(
+            f"{quoted(name)} is too large to decode in memory. Export a single frame or a downsized copy."
+        ) from None
+    except Exception:
         raise CorruptImageError(
-            f"{quoted(name)} has pixel data that could not be decoded ({type(err).__name__}): "
-            "the file may be damaged or truncated."
+            f"{quoted(name)} has pixel data that could not be decoded: the file may be damaged or "
+            f"truncated. {_AGAIN}"
         ) from None
 
 

@@ -12,7 +12,9 @@ Pipeline (MONAI-style: small pure steps in order)::
 Choices (documented once, here):
 
 - Content is sniffed from the bytes (DICOM "DICM" at offset 128 first, because a DICOM preamble may itself
-  look like a TIFF; then PNG and JPEG signatures); the file name is never trusted. A DICOM file without the
+  look like a TIFF; then PNG and JPEG signatures); the file name is never trusted. "DICM" a few bytes off
+  128 (a stray byte added or lost at the start, e.g. by a broken transfer) is called a damaged DICOM file,
+  not an unknown format. A DICOM file without the
   128-byte preamble is read only when its first bytes are a plausible group 0002/0008 element *and* it
   parses into an image (see ``dicom.py``). ``dcmread(force=True)`` is never used on arbitrary bytes.
 - PNG/JPEG carry no modality: ``modality_hint`` decides, else chest X-ray ("CXR"), with a warning.
@@ -34,6 +36,7 @@ import hashlib
 import io
 import logging
 import threading
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -67,6 +70,8 @@ AUTO_PERCENTILES = (0.5, 99.5)
 WARNINGS_LOCK = threading.Lock()
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: the loader's note on a plain image loaded without a hint (the input guard replaces it by what it detects)
+NO_MODALITY_NOTE = "PNG/JPEG files carry no modality: treated as chest X-ray (CXR)."
 JPEG_MAGIC = b"\xff\xd8\xff"
 ACCEPTED = "a PNG, JPEG or DICOM file"
 
@@ -116,9 +121,28 @@ class MissingDecoderError(ImageLoadError):
     """A compressed DICOM transfer syntax whose decoder plugin is not installed."""
 
 
-def display_name(name: str) -> str:
-    """Basename of an upload's name (browsers may send C:\\fakepath\\x.dcm)."""
-    return name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+#: Longest file name shown in messages and captions; longer names keep their start and their extension.
+MAX_NAME_CHARS = 60
+_NAME_TAIL = 16  # characters kept from the end of a shortened name (the extension and a little more)
+_INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}  # controls, bidi marks/overrides, private, unassigned
+
+
+def display_name(name: str, max_chars: int = MAX_NAME_CHARS) -> str:
+    """How a file name is shown anywhere (messages, captions, CLI): a basename, printable, not too long.
+
+    Browsers may send ``C:\\fakepath\\x.dcm``; names may carry control characters, right-to-left overrides
+    that make ``gpj.exe`` read as ``exe.jpg``, or run to hundreds of characters. This drops the invisible
+    characters, collapses white space and shortens the middle (``start…end.png``). It does not escape
+    Markdown or HTML: the dashboard does that where it renders (``components.escaping``).
+    """
+    base = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    base = unicodedata.normalize("NFC", base)
+    kept = (ch for ch in base if ch.isspace() or unicodedata.category(ch) not in _INVISIBLE)
+    base = " ".join("".join(kept).split())  # tabs, newlines and runs of spaces -> one space
+    if len(base) > max_chars:
+        tail = min(_NAME_TAIL, max_chars // 3)
+        base = base[: max_chars - tail - 1].rstrip() + "…" + base[-tail:].lstrip()
+    return base
 
 
 def quoted(name: str) -> str:
@@ -151,16 +175,21 @@ def load_study(
         raise TypeError(f"load_study wants bytes, got {type(data).__name__}")
     data = bytes(data)
     if len(data) == 0:
-        raise CorruptImageError(f"{quoted(name)} is empty (0 bytes).")
+        raise CorruptImageError(
+            f"{quoted(name)} is empty (0 bytes): it may not have finished copying. Upload it again."
+        )
     if len(data) > MAX_BYTES:
         raise ImageTooLargeError(
-            f"{quoted(name)} is {len(data) / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB."
+            f"{quoted(name)} is {len(data) / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB. "
+            "Export a smaller copy (one frame, or a downsized PNG) and upload that."
         )
     if frame < 0:
         raise ImageLoadError(f"Frame {frame} of {quoted(name)} does not exist (frames count from 0).")
 
     kind = sniff(data)
     log.debug("loading %s bytes as %s", len(data), kind)
+    if kind == "damaged_dicom":
+        raise CorruptImageError(_shifted_dicom_message(data, name))
     if kind == "dicom":
         from model.data import dicom  # lazy: plain images never import pydicom
 
@@ -170,9 +199,21 @@ def load_study(
     else:
         looks = _looks_like(data)
         extra = f" It looks like {looks}." if looks else ""
-        raise UnsupportedFormatError(f"{quoted(name)} is not {ACCEPTED}.{extra}")
+        raise UnsupportedFormatError(
+            f"{quoted(name)} is not {ACCEPTED}.{extra} "
+            "Export the image as PNG, JPEG or DICOM and upload that."
+        )
     study.sha256 = hashlib.sha256(data).hexdigest()
     study.source = name
+    h, w = study.pixels.shape
+    colour = study.meta.get("Photometric interpretation", study.meta.get("Colour mode", "L"))
+    study.image_stats = {  # what grayscale pixels lose, for the input guard (model/guard)
+        "height": float(h),
+        "width": float(w),
+        "colour_source": float(str(colour).upper() not in ("L", "1", "I", "I;16", "I;16B", "I;16L", "F", "LA")
+                               and not str(colour).upper().startswith("MONOCHROME")),
+        **study.image_stats,
+    }
     return study
 
 
@@ -183,19 +224,29 @@ def load_study_path(path: str | Path, **kwargs) -> Study:
         size = p.stat().st_size
         if size > MAX_BYTES:
             raise ImageTooLargeError(
-                f"{quoted(p.name)} is {size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB."
+                f"{quoted(display_name(p.name))} is {size / 2**20:.0f} MB; the limit is "
+                f"{MAX_BYTES // 2**20} MB. Export a smaller copy (one frame, or a downsized PNG)."
             )
         data = p.read_bytes()
     except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise ImageLoadError(f"{quoted(p.name)} could not be read ({reason}).") from None
+        reason = (err.strerror or "the operating system refused").lower()
+        raise ImageLoadError(
+            f"{quoted(display_name(p.name))} could not be read ({reason}): "
+            "check the path and its permissions."
+        ) from None
     return load_study(data, p.name, **kwargs)
 
 
+#: How far (bytes) from offset 128 a "DICM" marker still says "a DICOM file, shifted": damaged.
+DICM_SLACK = 8
+
+
 def sniff(data: bytes) -> str:
-    """ "dicom" | "png" | "jpeg" | "unknown" from the bytes alone."""
+    """ "dicom" | "damaged_dicom" | "png" | "jpeg" | "unknown" from the bytes alone."""
     if len(data) >= 132 and data[128:132] == b"DICM":
         return "dicom"
+    if _dicm_offset(data) is not None:
+        return "damaged_dicom"
     if data.startswith(PNG_MAGIC):
         return "png"
     if data.startswith(JPEG_MAGIC):
@@ -205,6 +256,23 @@ def sniff(data: bytes) -> str:
     if dicom.looks_like_bare_dicom(data):
         return "dicom"
     return "unknown"
+
+
+def _dicm_offset(data: bytes) -> int | None:
+    """Where "DICM" sits when it is near (not at) offset 128, else None."""
+    pos = data.find(b"DICM", 128 - DICM_SLACK, 132 + DICM_SLACK)
+    return None if pos < 0 or pos == 128 else pos
+
+
+def _shifted_dicom_message(data: bytes, name: str) -> str:
+    shift = _dicm_offset(data) - 128
+    n = abs(shift)
+    what = f"{n} extra byte{'s' * (n > 1)} before" if shift > 0 else f"{n} byte{'s' * (n > 1)} missing from"
+    return (
+        f"{quoted(name)} is a damaged DICOM file: its 'DICM' marker sits at byte {128 + shift} instead of "
+        f"128 ({what} the start of the file, e.g. from a broken copy or transfer). "
+        "Export or copy the file again from the viewer or PACS and upload the new copy."
+    )
 
 
 def resolve_window(window: str | tuple[float, float], raw: np.ndarray | None = None) -> tuple[float, float]:
@@ -220,7 +288,7 @@ def resolve_window(window: str | tuple[float, float], raw: np.ndarray | None = N
     try:
         centre, width = (float(v) for v in window)
     except (TypeError, ValueError):
-        raise ImageLoadError(f"A window is a preset name or (centre, width), not {window!r}.") from None
+        raise ImageLoadError(f"A window is a preset name or (centre, width), not '{window}'.") from None
     if not (np.isfinite(centre) and np.isfinite(width) and width > 0):
         raise ImageLoadError(f"Window width must be positive and finite, got centre {centre}, width {width}.")
     return centre, width
@@ -311,28 +379,33 @@ def _open_checked(data: bytes, name: str, fmt: str) -> Image.Image:
             img = Image.open(io.BytesIO(data), formats=[label])
             w, h = img.size
             if w <= 0 or h <= 0:
-                raise CorruptImageError(f"{quoted(name)} claims an empty image ({w} x {h}).")
+                raise CorruptImageError(
+                    f"{quoted(name)} claims an empty image ({w} x {h}): the file is damaged. "
+                    "Export it again and upload the new copy."
+                )
             if w * h > MAX_PIXELS:
                 raise ImageTooLargeError(
                     f"{quoted(name)} is {w} x {h} pixels ({w * h / 1e6:.0f} MP); "
-                    f"the limit is {MAX_PIXELS / 1e6:.0f} MP."
+                    f"the limit is {MAX_PIXELS / 1e6:.0f} MP. Downsize it and upload the smaller copy."
                 )
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLargeError(
             f"{quoted(name)} declares a huge image (a possible decompression bomb); "
-            f"the limit is {MAX_PIXELS / 1e6:.0f} MP."
+            f"the limit is {MAX_PIXELS / 1e6:.0f} MP. Downsize it and upload the smaller copy."
         ) from None
     except ImageLoadError:
         raise
     except Image.UnidentifiedImageError:
         raise CorruptImageError(
-            f"{quoted(name)} starts like a {label} but is not a readable {label}."
+            f"{quoted(name)} starts like a {label} but is not a readable {label}: the file is damaged. "
+            f"Save it again as {label} (or PNG) and upload the new copy."
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as err:
         what = "truncated" if "truncat" in str(err).lower() else "damaged"
         raise CorruptImageError(
-            f"{quoted(name)} is a {what} {label} file and cannot be decoded ({type(err).__name__})."
+            f"{quoted(name)} is a {what} {label} file and cannot be decoded. "
+            f"Export or save it again as {label} (or PNG) and upload the new copy."
         ) from None
     return img
 
@@ -378,9 +451,15 @@ def _load_raster(data: bytes, name: str, kind: str, hint: str | None, frame: int
     except Exception:  # a broken EXIF block should not lose the image
         orientation, oriented = 1, img
     pixels, notes = to_grayscale(oriented)
+    colourfulness = _colourfulness(oriented)
     warns = list(notes)
+    if colourfulness > COLOURFUL:
+        warns.append(
+            f"{quoted(name)} is a colour image (colourfulness {colourfulness:.0f}); it was converted to grayscale. "
+            "Chest X-rays and CT slices are grayscale: check that this is the image you meant to upload."
+        )
     if hint is None:
-        warns.append("PNG/JPEG files carry no modality: treated as chest X-ray (CXR).")
+        warns.append(NO_MODALITY_NOTE)
     if window is not None:
         warns.append("Windowing applies to DICOM only; the requested window was ignored.")
     h, w = pixels.shape
@@ -394,4 +473,28 @@ def _load_raster(data: bytes, name: str, kind: str, hint: str | None, frame: int
     }
     if orientation not in (1, None):
         meta["EXIF orientation"] = f"{orientation} (applied)"
-    return Study(pixels=pixels, modality=hint or "CXR", meta=meta, warnings=tuple(warns))
+    return Study(
+        pixels=pixels,
+        modality=hint or "CXR",
+        meta=meta,
+        warnings=tuple(warns),
+        image_stats={"colourfulness": colourfulness},
+    )
+
+
+COLOURFUL = 15.0  # Hasler-Suesstrunk colourfulness above which a 'grayscale' conversion is worth a warning
+
+
+def _colourfulness(img: Image.Image) -> float:
+    """Hasler & Suesstrunk (2003) colourfulness on a <= 128 px thumbnail, 0-255 scale; 0 for gray modes.
+
+    C = sqrt(sd(rg)^2 + sd(yb)^2) + 0.3 * sqrt(mean(rg)^2 + mean(yb)^2), rg = R - G, yb = (R + G) / 2 - B.
+    """
+    if img.mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"):
+        return 0.0
+    small = img.copy()
+    small.thumbnail((128, 128))
+    rgb = np.asarray(small.convert("RGB"), dtype=np.float64)
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))

@@ -1,0 +1,42 @@
+"""Showing user-supplied text (upload names, DICOM values, loader messages) as the characters it holds.
+
+Streamlit renders GitHub-flavoured Markdown plus its own directives (``:red[...]``, ``:material/icon:``,
+``$LaTeX$``) in ``st.markdown``, alerts, captions, image captions, table cells, expander and widget
+labels. A file named ``[Re-upload here](https:example.com).png`` would put a live link in an error box.
+Every place that shows such text goes through this module:
+
+- :func:`md` for Markdown-rendering elements: every ASCII punctuation character is backslash-escaped
+  (CommonMark lets any of them be escaped, and an escaped character is always literal text), so no
+  link, autolink (``www.``, ``http:``, ``a@b.c``), image, emphasis, HTML tag, entity, directive or
+  formula can form; line breaks become spaces (no headings or lists).
+- :func:`plain_name` for elements that show plain text (selectbox options, ``st.html`` after
+  ``html.escape``): the name the loader uses in its messages, without invisible characters
+  (right-to-left overrides...) and shortened in the middle when long.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from model.data.imaging import display_name
+
+_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")  # CommonMark's escapable set
+_INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}  # controls, bidi overrides, zero-width characters
+
+
+def md(text: object) -> str:
+    """Any user-supplied text -> Markdown that renders exactly that text (on one line)."""
+    visible = (ch for ch in str(text) if ch.isspace() or unicodedata.category(ch) not in _INVISIBLE)
+    flat = " ".join("".join(visible).split())
+    return _PUNCTUATION.sub(r"\\\1", flat)
+
+
+def plain_name(name: str) -> str:
+    """An upload's name for plain-text places: basename, printable, at most ~60 characters."""
+    return display_name(name)
+
+
+def md_name(name: str) -> str:
+    """An upload's name for Markdown places: :func:`plain_name`, escaped."""
+    return md(plain_name(name))
