@@ -12,11 +12,15 @@ import io
 import json
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
+
+from model.data.rebuild import RebuildError, rebuild_case, rebuildable
+from model.types import CaseTruth
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_VAR = "MEDDISTILL_EVAL_DIR"
@@ -226,25 +230,103 @@ def case_files(result: dict, case_id: str) -> tuple[Path | None, Path | None]:
     return (img if img.is_file() else None), (mask if mask.is_file() else None)
 
 
+@dataclass
+class CaseStudy:
+    """An evaluated case's image and ground truth, from the data folder or rebuilt from its seed."""
+
+    png: bytes  # 8-bit grayscale PNG, what the model saw (before resizing)
+    mask_png: bytes | None  # bit mask (bit i = FINDINGS[i] on CXR, bit 0 = tumour on CT)
+    truth: CaseTruth | None
+    reports: dict[str, str] | None  # detail -> reference report
+    treatments: list[dict] | None  # ground-truth rulebook [{name, reason}]
+    origin: str  # where the pixels came from, in words
+
+
+def case_study(result: dict, case: dict) -> CaseStudy | str:
+    """The case's image and truth, or a sentence saying why there is none (and what to do)."""
+    img, mask = case_files(result, case["id"])
+    if img is not None:
+        label = data_dir(result) / "labels" / f"{case['id']}.json"
+        extra = _read_json(label) if label.is_file() else {}
+        structured = (case.get("truth") or {}).get("structured")
+        reports = extra.get("reports") or ({"standard": case["reference"]} if case.get("reference") else None)
+        return CaseStudy(
+            png=img.read_bytes(),
+            mask_png=mask.read_bytes() if mask else None,
+            truth=CaseTruth.from_dict(structured) if structured else None,
+            reports=reports,
+            treatments=extra.get("treatments"),
+            origin=f"from the data folder `{img.parent.parent}`",
+        )
+    if not rebuildable(case):
+        return (
+            f"The image of {case['id']} is not on this machine (the evaluation's data folder "
+            f"`{(result.get('data') or {}).get('dir')}` is missing) and it is not a generated phantom "
+            "that could be rebuilt: copy the data folder back to see it."
+        )
+    slim = {"name": result.get("name"), "data": {"dataset": (result.get("data") or {}).get("dataset")}}
+    try:
+        return _rebuilt(json.dumps(slim, sort_keys=True), json.dumps(case, sort_keys=True, default=str))
+    except RebuildError as err:
+        return str(err)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _rebuilt(result_json: str, case_json: str) -> CaseStudy:
+    """Rebuild one phantom from its seed (about 0.1 s a chest X-ray); cached per case."""
+    rebuilt = rebuild_case(json.loads(result_json), json.loads(case_json))
+    seed = (
+        f"the generate-data default seed {rebuilt.dataset_seed}" if rebuilt.assumed else f"seed {rebuilt.seed}"
+    )
+    return CaseStudy(
+        png=rebuilt.png(),
+        mask_png=rebuilt.mask_png(),
+        truth=rebuilt.truth,
+        reports=rebuilt.reports,
+        treatments=rebuilt.treatments,
+        origin=f"rebuilt from {seed} (the data folder is not on this machine; same pixels)",
+    )
+
+
 def teaching_set_zip(result: dict, df: pd.DataFrame) -> bytes:
-    """A zip with cases.csv, one JSON per case (reference + every model's report) and the images."""
+    """A zip with cases.csv, one JSON per case (reference + every model's report), images and masks.
+
+    Images come from the evaluation's data folder, or are rebuilt from the phantom's seed when it is
+    absent; a case with neither is listed in README.txt.
+    """
     by_id = {c["id"]: c for c in result.get("cases") or []}
     buf = io.BytesIO()
+    missing = []
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("cases.csv", df.to_csv(index=False))
-        zf.writestr(
-            "README.txt",
-            "MedDistill Studio teaching set. For demonstration and teaching only; not for clinical use.\n"
-            f"Evaluation: {result.get('name')} ({result.get('created')}); cases: {len(df)}.\n",
-        )
         for cid in df["id"]:
             case = by_id.get(cid)
             if case is None:
+                missing.append(f"{cid}: not in the evaluation result")
                 continue
             zf.writestr(f"cases/{cid}.json", json.dumps(case, indent=1, default=str))
-            img, mask = case_files(result, cid)
-            if img:
-                zf.write(img, f"images/{cid}.png")
-            if mask:
-                zf.write(mask, f"masks/{cid}.png")
+            found = case_study(result, case)
+            if isinstance(found, str):
+                missing.append(found)
+                continue
+            zf.writestr(f"images/{cid}.png", found.png)
+            if found.mask_png:
+                zf.writestr(f"masks/{cid}.png", found.mask_png)
+        note = "".join(f"- {m}\n" for m in missing)
+        zf.writestr(
+            "README.txt",
+            "MedDistill Studio teaching set. For demonstration and teaching only; not for clinical use.\n"
+            f"Evaluation: {result.get('name')} ({result.get('created')}); cases: {len(df)}.\n"
+            "cases.csv: one row per case; cases/ID.json: reference and every model's report;\n"
+            "images/ID.png: the 8-bit image; masks/ID.png: bit i = finding i (CXR), bit 0 = tumour (CT).\n"
+            + (f"Cases without an image:\n{note}" if note else ""),
+        )
     return buf.getvalue()

@@ -195,18 +195,83 @@ def test_error_analysis_filters_and_export(app, eval_result):
 
     names = zipfile.ZipFile(io.BytesIO(teaching_set_zip(eval_result, df))).namelist()
     assert "cases.csv" in names and "images/cxr_00001.png" in names and "cases/cxr_00003.json" in names
+    assert sorted(n for n in names if n.startswith("images/")) == sorted(f"images/{c}.png" for c in df["id"])
+
+
+def _select_row(at, row: int = 0):
+    """Select a row of the cases table the way a click does (its selection state) and rerun."""
+    at.session_state["err_table"] = {"selection": {"rows": [row], "columns": []}}
+    at.run()
+    assert not at.exception, at.exception
+    subheaders = [h.value for h in at.subheader]
+    assert any(h.startswith("Case ") for h in subheaders), (
+        f"row selection was not applied (this Streamlit's dataframe selection state changed?): {subheaders}"
+    )
+    return at
 
 
 def test_error_analysis_open_case_in_compare(app, eval_result):
-    at = _open(app, "errors")
-    at.session_state["err_table"] = {"selection": {"rows": [0], "columns": []}}
-    at.run()
-    if not at.button:  # selection state could not be injected in this Streamlit version
-        pytest.skip("AppTest cannot select dataframe rows here")
+    at = _select_row(_open(app, "errors"))
     at.button(key="err_open").click().run()
     assert not at.exception
     assert at.selectbox(key="cmp_study").value.startswith("opened:")
     assert len([h for h in at.get("html") if "md-report" in h.proto.body]) == 2
+
+
+@pytest.fixture
+def shipped_result_without_data(tmp_path, monkeypatch):
+    """A clean install: the shipped evaluation, its data folder (runs/v4/data) absent."""
+    src = Path(__file__).resolve().parents[1] / "assets" / "eval" / "phantom_test.json"
+    result = json.loads(src.read_text())
+    assert not (Path(__file__).resolve().parents[1] / result["data"]["dir"]).exists()
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "phantom_test.json").write_text(src.read_text())
+    monkeypatch.setenv("MEDDISTILL_EVAL_DIR", str(out))
+    return result
+
+
+def test_error_analysis_opens_a_rebuilt_case_in_compare(app, shipped_result_without_data):
+    result = shipped_result_without_data
+    at = _open(app, "errors")
+    at.selectbox(key="err_modality").set_value("CT").run()  # a CT case: tumour truth to check
+    at.selectbox(key="err_sort").set_value("id").run()
+    at = _select_row(at)
+    case = min((c for c in result["cases"] if c["modality"] == "CT"), key=lambda c: c["id"])  # row 0
+    assert any(h.value.startswith(f"Case {case['id']}") for h in at.subheader)
+    assert not [w.value for w in at.warning if "not on this machine" in w.value]
+    captions = [i.proto.imgs[0].caption for i in at.get("image")]
+    assert any("rebuilt from" in c for c in captions), captions
+    at.button(key="err_open").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="cmp_study").value.startswith("opened:")
+    assert any(h.value == "Ground truth (phantom)" for h in at.subheader)
+    text = "\n".join(m.value for m in at.markdown)
+    assert case["truth"]["tumour"] in text.lower()
+    assert case["reference"] in [i.value for i in at.info]  # rebuilt standard report = recorded reference
+
+
+def test_teaching_set_has_one_image_per_row_without_data(shipped_result_without_data):
+    import io
+    import zipfile
+
+    import pandas as pd
+    from PIL import Image
+
+    from components.eval_data import cases_frame, teaching_set_zip
+
+    result = shipped_result_without_data
+    df = cases_frame(result)
+    rows = pd.concat([df[df["modality"] == "CXR"].head(3), df[df["modality"] == "CT"].head(2)])
+    zf = zipfile.ZipFile(io.BytesIO(teaching_set_zip(result, rows)))
+    names = zf.namelist()
+    pngs = sorted(n for n in names if n.startswith("images/"))
+    assert pngs == sorted(f"images/{cid}.png" for cid in rows["id"])  # one PNG per CSV row
+    assert len([n for n in names if n.startswith("masks/")]) == len(rows)
+    assert list(pd.read_csv(zf.open("cases.csv"))["id"]) == list(rows["id"])
+    img = np.asarray(Image.open(zf.open(pngs[0])))
+    assert img.shape == (256, 256) and img.dtype == np.uint8 and img.std() > 10  # a real phantom
+    assert "Cases without an image" not in zf.read("README.txt").decode()
 
 
 def test_broken_checkpoint_falls_back_to_demo_weights(tmp_path, monkeypatch):

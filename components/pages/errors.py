@@ -1,9 +1,11 @@
 """Error analysis: browse evaluation cases, filter and sort them, open one in Compare, export a teaching set."""
 
+import io
+
 import streamlit as st
 
 from components.eval_data import (
-    case_files,
+    case_study,
     cases_frame,
     filter_cases,
     model_order,
@@ -14,7 +16,9 @@ from components.figures import NAMES
 from components.layout import render_page_header
 from components.samples import Sample, decode_masks
 from components.study_view import open_in_compare
-from model.types import FINDING_LABELS, FINDINGS, CaseTruth
+from model.types import FINDING_LABELS, FINDINGS
+
+MAX_ZIP_CASES = 500  # a bigger teaching set is a data set: use `meddistill generate-data`
 
 render_page_header(
     "Error analysis",
@@ -87,12 +91,13 @@ c1.download_button(
 )
 c2.download_button(
     f"Export teaching set (.zip, {len(chosen)} cases)",
-    teaching_set_zip(result, chosen) if len(chosen) <= 500 else b"",
+    (lambda cases=chosen: teaching_set_zip(result, cases)),  # built on click (images may be rebuilt)
     file_name=f"{result.get('name', 'eval')}_teaching_set.zip",
     mime="application/zip",
     key="err_zip",
-    disabled=len(chosen) > 500,
-    help="cases.csv + per-case JSON (reference and every model's report) + images and masks when available",
+    disabled=len(chosen) > MAX_ZIP_CASES,
+    help=f"cases.csv + per-case JSON (reference and every model's report) + images and masks "
+    f"(rebuilt from the phantom's seed when the data folder is absent); at most {MAX_ZIP_CASES} cases",
 )
 
 if not rows:
@@ -102,30 +107,29 @@ if not rows:
 case_id = view.iloc[rows[0]]["id"]
 case = next(c for c in result["cases"] if c["id"] == case_id)
 st.subheader(f"Case {case_id} ({case.get('modality')}, {case.get('source')})")
-img_path, mask_path = case_files(result, case_id)
+found = case_study(result, case)
 left, right = st.columns([1, 2])
 with left:
-    if img_path:
-        st.image(str(img_path), caption=case_id, width=320)
-        structured = (case.get("truth") or {}).get("structured")
+    if isinstance(found, str):
+        st.warning(found)
+    else:
+        st.image(found.png, caption=f"{case_id}: {found.origin}", width=320, output_format="PNG")
         if st.button("Open in Compare", key="err_open", type="primary"):
-            truth = CaseTruth.from_dict(structured) if structured else None
-            masks = decode_masks(mask_path, case.get("modality")) if mask_path else None
+            masks = decode_masks(io.BytesIO(found.mask_png), case.get("modality")) if found.mask_png else None
             open_in_compare(
                 Sample(
                     id=case_id,
                     title=f"{case_id} (evaluation case)",
-                    data=img_path.read_bytes(),
-                    name=img_path.name,
-                    truth=truth,
-                    reports={"standard": case.get("reference")} if case.get("reference") else None,
+                    data=found.png,
+                    name=f"{case_id}.png",
+                    truth=found.truth,
+                    reports=found.reports,
+                    treatments=found.treatments,
                     masks=masks,
                     modality=case.get("modality"),
                 )
             )
             st.switch_page("components/pages/compare.py")
-    else:
-        st.caption("The image is not on this machine (the evaluation's data folder is missing).")
 with right:
     st.markdown(f"**Reference report:** {case.get('reference') or '—'}")
     truth = case.get("truth") or {}
