@@ -105,6 +105,12 @@ def test_evaluate_writes_every_section(tiny, tmp_path):
     assert curves["mean_tokens"] == sorted(curves["mean_tokens"])
     if real:
         assert result["real"], "real sets present but no real section"
+        cf = result["real"]["chest_ct_test"]["counterfactual"]
+        assert cf["head"] == "tumour" and set(cf["models"]) == {"teacher", "student", "student_nokd"}
+        assert 0.0 <= cf["models"]["student"]["normal_to_abnormal"]["flip_rate"] <= 1.0
+    loc = m["location"]  # side / zone stated in the reports vs the phantoms' truth
+    assert loc["findings"]["n_cases"] == result["data"]["n_cxr"] and loc["tumour"]["n_cases"] == result["data"]["n_ct"]
+    assert "location" in result["protocol"] and "counterfactual" in result["protocol"]
 
 
 def test_cli_evaluate(tiny, tmp_path, capsys):
@@ -134,9 +140,10 @@ def test_tradeoff_truncation_equals_greedy_with_smaller_cap(tiny):
     sample = PhantomSource(data).samples("test")[0]
     study = load_sample_study(sample)
     p = Predictor.from_dir(ckpt["student"], "student")
-    long = p.predict(study, sample.context, ReportStyle(detail="brief", max_new_tokens=tradeoff.model_cap(p)))
+    raw = dict(detail="brief", whole_sentences=False)  # the protocol scores raw prefixes
+    long = p.predict(study, sample.context, ReportStyle(**raw, max_new_tokens=tradeoff.model_cap(p)))
     for k in (3, 10):
-        short = p.predict(study, sample.context, ReportStyle(detail="brief", max_new_tokens=k))
+        short = p.predict(study, sample.context, ReportStyle(**raw, max_new_tokens=k))
         assert short.tokens == long.tokens[:k]
         assert short.report == detokenize(long.tokens[:k])
 

@@ -4,6 +4,8 @@ Examples:
   meddistill evaluate --data runs/default/data                        # shipped checkpoints
   meddistill evaluate --checkpoints teacher=runs/x/teacher student=runs/x/student \\
       student_nokd=runs/x/student_nokd --data runs/x/data --limit 100 --out assets/eval/phantom_test.json
+  meddistill evaluate --external ~/my_cxr --format folders --label-map my_labels.json \
+      --out assets/eval/external_my_cxr.json                          # a labelled set you bring
 
 The JSON layout is documented in docs/eval_schema.md.
 """
@@ -48,7 +50,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoints", nargs="+", metavar="NAME=DIR", help="default: shipped teacher/student/student_nokd"
     )
-    p.add_argument("--data", required=True, help="phantom set written by `meddistill generate-data`")
+    p.add_argument("--data", default=None, help="phantom set written by `meddistill generate-data`")
+    p.add_argument("--external", default=None, metavar="DIR",
+                   help="score a labelled set you bring instead of the phantoms (see --format, --label-map)")
+    p.add_argument("--format", default="folders", choices=("folders", "nih-csv", "r2gen"),
+                   help="layout of --external: class folders, an NIH-style CSV, or R2Gen annotation.json")
+    p.add_argument("--label-map", default=None, metavar="FILE",
+                   help="JSON: source label -> our finding / tumour class (see README)")
+    p.add_argument("--counterfactual-limit", type=int, default=100,
+                   help="intensity-swap test on real / external sets: cases per class (0 = off)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--limit", type=int, default=None, help="at most N cases per section (stable subset)")
     p.add_argument("--val-limit", type=int, default=200, help="validation cases for the max-F1 thresholds")
@@ -93,6 +103,7 @@ def config_from_args(args: argparse.Namespace):
         memory=not args.no_memory,
         meteor=False if args.no_meteor else None,
         real_limit=args.real_limit,
+        counterfactual_limit=args.counterfactual_limit,
         progress=not args.quiet,
     )
     overrides = {}
@@ -123,6 +134,12 @@ def main(args: argparse.Namespace) -> int:
     if missing:
         print(f"Checkpoint folder not found: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.external:
+        return _main_external(args, checkpoints)
+    if not args.data:
+        print("Nothing to evaluate: pass --data DIR (a phantom set) or --external DIR (a labelled set).",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if not (Path(args.data) / "annotation.json").is_file():
         print(f"{args.data} is not a phantom set (no annotation.json): run `meddistill generate-data`.",
               file=sys.stderr)  # fmt: skip
@@ -132,4 +149,26 @@ def main(args: argparse.Namespace) -> int:
     print(metrics_table(result["models"], result["model_order"], result["retention"]))
     print(json.dumps({"out": str(Path(args.out)), "summary": str(Path(args.out).with_suffix(".md")),
                       "seconds": round(time.perf_counter() - t0, 1)}))  # fmt: skip
+    return 0
+
+
+def _main_external(args: argparse.Namespace, checkpoints: dict) -> int:
+    """``--external DIR``: the models on a user's labelled set -> evaluation JSON (+ .md)."""
+    from model.evaluate.external import LabelMapError, evaluate_external
+    from model.evaluate.summary import metrics_table
+
+    out = args.out if args.out != DEFAULT_OUT else f"assets/eval/external_{Path(args.external).name}.json"
+    t0 = time.perf_counter()
+    try:
+        result = evaluate_external(checkpoints, args.external, args.format, out, args.label_map,
+                                   config_from_args(args))  # fmt: skip
+    except (LabelMapError, FileNotFoundError, ValueError) as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(metrics_table(result["models"], result["model_order"], result["retention"]))
+    ext = result["external"]
+    if ext["unmapped_labels"]:
+        print(f"Left out (not in the label map): {', '.join(ext['unmapped_labels'])}", file=sys.stderr)
+    print(json.dumps({"out": str(Path(out)), "summary": str(Path(out).with_suffix(".md")),
+                      "n_cases": result["data"]["n_cases"], "seconds": round(time.perf_counter() - t0, 1)}))  # fmt: skip
     return 0

@@ -203,3 +203,13 @@ def location_protocol() -> dict:
         "findings": list(LOCATED_CXR),
         "left_out": "cardiomegaly (no location), oedema (bilateral perihilar by construction)",
     }
+
+
+def headline(block: dict) -> dict:
+    """The scalars of a :func:`location_agreement` block for ``metrics.location`` (flat names)."""
+    return {
+        f"{group}_{key}": block[group][key]
+        for group in ("findings", "tumour")
+        for key in ("side_agreement", "zone_agreement", "side_recall", "invented_rate")
+        if block.get(group, {}).get("n_cases")
+    }

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.evaluate import clinical, efficiency, localization, nlg, scoring, tradeoff
+from model.evaluate import clinical, counterfactual, efficiency, localization, location, nlg, scoring, tradeoff
 from model.evaluate.batched import predict_batch
 from model.evaluate.calibration import calibration_protocol
 from model.evaluate.summary import SCHEMA_VERSION, retention, write_outputs
@@ -65,6 +65,7 @@ class EvalConfig:
     semantic: bool | None = None  # None = when the optional sentence model is installed
     real_dir: str | None = str(DEFAULT_REAL_DIR)  # real sets root; None = phantoms only
     real_limit: int | None = 200  # cases per real set
+    counterfactual_limit: int | None = 100  # intensity swap on real sets: cases per class; 0 = off
     progress: bool = True
     batch_size: int = 16  # studies per forward pass in the scoring passes (latency is always batch 1)
     name: str | None = None  # result name; default: the JSON file's stem
@@ -423,6 +424,8 @@ def protocol(cfg: EvalConfig) -> dict:
         },
         "calibration": calibration_protocol(),
         "localization": localization.localization_protocol(cfg.iou_rule),
+        "location": location.location_protocol(),
+        "counterfactual": counterfactual.counterfactual_protocol(),
         "efficiency": efficiency.efficiency_protocol(cfg.latency_runs, cfg.latency_warmup, cfg.threads),
         "decoding": dataclasses.asdict(ReportStyle(detail=cfg.detail, max_new_tokens=cfg.max_new_tokens)),
         "reference_model": REFERENCE_MODEL,
@@ -474,6 +477,11 @@ def evaluate(
     ref_labels = [dict(label(r)) if r else None for r in refs]
     models = _score_section(predictors, phantom, cfg, ref, ref_labels)
     timing["phantom.metrics_s"] = round(time.perf_counter() - t0, 2)
+
+    for name in models:  # side / zone stated in the reports vs the phantoms' truth
+        loc_block = location.location_agreement([s.truth for s in phantom.samples], phantom.runs[name].reports)
+        models[name]["location"] = loc_block
+        models[name]["metrics"]["location"] = location.headline(loc_block)
 
     cam_cases: list = []
     if cfg.cam_limit != 0:
@@ -577,5 +585,16 @@ def _real_sections(predictors, cfg: EvalConfig, timing: dict) -> dict:
             "models": models,
             "retention": retention(models, ref),
         }
+        if cfg.counterfactual_limit != 0:
+            out[section.name]["counterfactual"] = _counterfactual(predictors, section, models, cfg)
         timing[f"{section.name}.total_s"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def _counterfactual(predictors, section: Section, models: dict, cfg: EvalConfig) -> dict:
+    """Intensity swap between the section's normal and abnormal cases (see ``counterfactual``)."""
+    thresholds = {n: (models[n].get("thresholds") or {}).get("findings") for n in predictors}
+    return counterfactual.intensity_swap(
+        predictors, section.samples, load_sample_study, limit=cfg.counterfactual_limit, thresholds=thresholds,
+        batch_size=cfg.batch_size,
+    )  # fmt: skip
