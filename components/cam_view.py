@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from components.escaping import md_error, md_name
 from components.model_store import MODEL_TITLES, ModelSet
 from components.predictions import explain_cached
 from components.study_view import display_pixels, draw_mask_outlines
@@ -75,12 +76,13 @@ def render_cam_panel(
                         ms, model_id, study, study_key, target, method, context, style, pred.tokens
                     )
             except Exception as err:
-                st.error(f"Grad-CAM failed: {type(err).__name__}: {err}")
+                why = md_error(err, "Grad-CAM")
+                st.error(f"Grad-CAM could not be computed: {why}. Try another target or method.")
                 continue
             rgb = overlay(display_pixels(study.pixels), exp.heatmap, alpha)  # heat map resized down too
             if show_masks:
                 rgb = draw_mask_outlines(rgb, masks)
-            caption = f"{study.source} · {method} · score {exp.score:.2f}"
+            caption = f"{md_name(study.source)} · {method} · score {exp.score:.2f}"
             if float(exp.heatmap.max()) <= 1e-6:
                 caption += " · flat map: no positive evidence for this target"
             if kind == "sentence":

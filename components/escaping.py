@@ -5,8 +5,8 @@ Streamlit renders GitHub-flavoured Markdown plus its own directives (``:red[...]
 labels. A file named ``[Re-upload here](https:example.com).png`` would put a live link in an error box.
 Every place that shows such text goes through this module:
 
-- :func:`md` for Markdown-rendering elements: every ASCII punctuation character is backslash-escaped
-  (CommonMark lets any of them be escaped, and an escaped character is always literal text), so no
+- :func:`md` for Markdown-rendering elements: ASCII punctuation is backslash-escaped (CommonMark lets
+  any of it be escaped, and an escaped character is always literal text), so no
   link, autolink (``www.``, ``http:``, ``a@b.c``), image, emphasis, HTML tag, entity, directive or
   formula can form; line breaks become spaces (no headings or lists).
 - :func:`plain_name` for elements that show plain text (selectbox options, ``st.html`` after
@@ -16,12 +16,16 @@ Every place that shows such text goes through this module:
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 
 from model.data.imaging import display_name
 
-_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")  # CommonMark's escapable set
+log = logging.getLogger(__name__)
+
+#: CommonMark's escapable ASCII punctuation, less , ; ? % ' " (they start no construct on their own)
+_PUNCTUATION = re.compile(r"""([!#$&()*+\-./:<=>@\[\\\]^_`{|}~])""")
 _INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}  # controls, bidi overrides, zero-width characters
 
 
@@ -40,3 +44,19 @@ def plain_name(name: str) -> str:
 def md_name(name: str) -> str:
     """An upload's name for Markdown places: :func:`plain_name`, escaped."""
     return md(plain_name(name))
+
+
+def md_error(err: BaseException, what: str = "") -> str:
+    """An exception for the page: its own sentence when it is written for users, else a plain line.
+
+    The loader's and the checkpoint code's errors are user-facing sentences (file, problem, what to do);
+    anything else is a bug whose class name and text mean nothing to a user: it goes to the server log
+    (with its traceback) and the page says so.
+    """
+    from model.checkpoints import CheckpointError
+    from model.data.imaging import ImageLoadError
+
+    if isinstance(err, (ImageLoadError, CheckpointError)):
+        return md(err)
+    log.error("%s failed", what or "a dashboard step", exc_info=err)
+    return "an unexpected internal error (the details are in the server log)"

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from components.escaping import md_error
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_IDS = ("teacher", "student", "student_nokd")
 REQUIRED = ("teacher", "student")
@@ -156,8 +158,8 @@ def load_model_set() -> ModelSet:
         if origin == "demo":
             raise
         st.error(
-            f"Could not load the checkpoints ({type(err).__name__}: {err}); "
-            "falling back to untrained demo weights."
+            f"Could not load the checkpoints ({md_error(err, 'loading checkpoints')}); falling back to "
+            "untrained demo weights. Check assets/checkpoints (or MEDDISTILL_CHECKPOINTS) and restart."
         )
         return _load_model_set("demo", "demo:", ())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from components.escaping import md_error
 from components.model_store import ModelSet
 from model.types import Explanation, PatientContext, Prediction, ReportStyle, Study
 
@@ -41,7 +42,7 @@ def divergence_cached(ms: ModelSet, study: Study, study_key: str, tokens: list[s
             ms.key, study_key, "\x1f".join(tokens), repr(context), detail, ms, study, tokens, context
         )
     except Exception as err:  # the highlight is a bonus: never lose the report over it
-        st.caption(f"Divergence unavailable: {type(err).__name__}: {err}")
+        st.caption(f"Divergence unavailable: {md_error(err, 'token divergence')}.")
         return None
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
 
+from components.escaping import md, md_name, plain_name
 from components.samples import Sample, list_samples, load_sample
+from components.uploads import forget_uploads, keep_upload, kept_uploads, upload_bytes
 from model.types import Study
+
+log = logging.getLogger(__name__)
 
 #: DICOM-ish keys never shown even if a loader lets one through (defence in depth; the loader whitelists).
 IDENTIFYING = (
@@ -63,12 +68,23 @@ def try_load(
         return load_study_cached(sha, name, frame, hint, data), None
     except _loader().ImageLoadError as err:
         return None, str(err)
-    except Exception as err:  # a loader bug must not take the page down
-        return None, f"Could not read this file ({type(err).__name__}: {err})."
+    except Exception as err:  # a loader bug must not take the page down; no exception text on the page
+        log.error("unexpected loader failure on an upload (%s)", type(err).__name__)
+        shown = f"'{plain_name(name)}'" if plain_name(name) else "This file"
+        return None, (
+            f"{shown} could not be read: the loader hit an unexpected problem with it. Export it again as "
+            "PNG or DICOM and upload the new copy; if that fails too, report it."
+        )
 
 
 def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
-    """Upload several files or pick a sample; bad uploads get an error each; returns the chosen study."""
+    """Upload several files or pick a sample; bad uploads get an error each; returns the chosen study.
+
+    Accepted uploads are kept for the session (components.uploads), so they survive a page switch.
+    When the newest upload is rejected, nothing is picked (None): no other study's reports may pass for
+    an answer to it.
+    """
+    fresh_visit = f"{key}_upload" not in st.session_state  # the uploader forgot its files (page switch)
     uploads = st.file_uploader(
         f"Upload studies ({ACCEPTED}; several at once)",
         accept_multiple_files=True,
@@ -83,14 +99,10 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
         key=f"{key}_plain_modality",
         help="PNG and JPEG files carry no modality; DICOM files say what they are.",
     )
+    rejected = _check_uploads(uploads or [], key, plain, fresh_visit)
     options: dict[str, tuple[str, object]] = {}
-    for up in uploads or []:
-        data = up.getvalue()
-        study, err = try_load(data, up.name, plain_modality=plain)
-        if err:
-            st.error(f"**{up.name}**: {err}", icon=":material/block:")
-            continue
-        options[f"upload:{up.name}:{study.sha256[:8]}"] = (f"Upload: {up.name}", ("upload", data, up.name))
+    for rec in kept_uploads(st.session_state, key):
+        options[f"upload:{rec.name}:{rec.sha256[:8]}"] = (f"Upload: {rec.name}", ("upload", rec))
     opened: Sample | None = st.session_state.get(f"{key}_opened")  # set by "open in compare" elsewhere
     if opened is not None:
         options[f"opened:{opened.id}"] = (f"Opened: {opened.title}", ("opened", opened))
@@ -100,8 +112,11 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
         st.info("No samples are shipped yet: upload a study to begin.")
         return None
 
-    # A fresh upload becomes the selection; otherwise keep the user's choice (or an opened case).
-    pick_key = f"{key}_study"
+    # A fresh upload becomes the selection; a freshly rejected one clears it; otherwise keep the user's
+    # choice (or an opened case). The selectbox forgets its value on a page switch: keep_key remembers it.
+    pick_key, keep_key = f"{key}_study", f"{key}_study_kept"
+    if pick_key not in st.session_state:
+        st.session_state[pick_key] = st.session_state.get(keep_key)
     upload_keys = [k for k in options if k.startswith("upload:")]
     seen_key = f"{key}_seen_uploads"
     seen = st.session_state.setdefault(seen_key, [])
@@ -109,11 +124,28 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
     if new:
         st.session_state[pick_key] = new[-1]
         st.session_state[seen_key] = seen + new
+    elif rejected.fresh:
+        st.session_state[pick_key] = None
     elif opened is not None and st.session_state.pop(f"{key}_opened_new", False):
         st.session_state[pick_key] = f"opened:{opened.id}"
-    if st.session_state.get(pick_key) not in options:
-        st.session_state[pick_key] = next(iter(options))
-    choice = st.selectbox("Study", list(options), format_func=lambda k: options[k][0], key=pick_key)
+    value = st.session_state.get(pick_key)
+    if (value is None and not rejected.names) or (value is not None and value not in options):
+        st.session_state[pick_key] = next(iter(options))  # None stays while a rejected file is up
+    choice = st.selectbox(
+        "Study",
+        list(options),
+        format_func=lambda k: options[k][0],
+        key=pick_key,
+        placeholder="Choose a study or upload another file",
+    )
+    st.session_state[keep_key] = choice
+    if choice is None:
+        st.info(
+            "No study is analysed: the upload above was rejected. Upload another file, or choose a study "
+            "from the list.",
+            icon=":material/info:",
+        )
+        return None
 
     kind, *rest = options[choice][1]
     sample, modality = None, plain
@@ -121,22 +153,71 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
         sample = load_sample(rest[0]) if kind == "sample" else rest[0]
         data, name, modality = sample.data, sample.name, sample.modality
     else:
-        data, name = rest
+        data, name = upload_bytes(rest[0]), rest[0].name
+        if data is None:  # the shared byte cache let it go (many uploads since)
+            st.warning(
+                f"**{md_name(name)}** is no longer held by the server (many uploads since). Upload it "
+                "again to analyse it.",
+                icon=":material/history:",
+            )
+            forget_uploads(st.session_state, key, {rest[0].sha256})
+            return None
+    if rejected.names:
+        st.info(
+            f"Showing **{md(options[choice][0])}**, not the rejected "
+            f"{'files' if len(rejected.names) > 1 else 'file'} above.",
+            icon=":material/info:",
+        )
     study, err = try_load(data, name, plain_modality=modality)
-    if err:  # only samples can get here (uploads were checked above)
-        st.error(f"**{name}**: {err}", icon=":material/block:")
+    if err:  # samples and kept uploads get here (new uploads were checked above)
+        st.error(md(err), icon=":material/block:")
         return None
     if study.n_frames > 1:
         frame = st.slider("Frame", 0, study.n_frames - 1, 0, key=f"{key}_frame")
         study, err = try_load(data, name, frame, plain_modality=modality)
         if err:
-            st.error(err)
+            st.error(md(err), icon=":material/block:")
             return None
     for w in study.warnings:
-        st.caption(f":material/info: {w}")
+        st.caption(f":material/info: {md(w)}")
     return PickedStudy(
         study=study, sample=sample, key=f"{study.sha256}:{study.modality}:{study.window}:{choice}"
     )
+
+
+@dataclass
+class Rejected:
+    names: list[str]  # shown names of the uploads the loader refused, in the uploader now
+    fresh: bool  # one of them arrived in this run (the newest thing the user did)
+
+
+def _check_uploads(uploads: list, key: str, plain: str | None, fresh_visit: bool) -> Rejected:
+    """Load each file in the uploader: keep the good ones (session + byte cache), show an error for the rest.
+
+    Files the user removed from the uploader are forgotten; after a page switch (``fresh_visit``) the
+    uploader is empty but the kept uploads stay.
+    """
+    names, bad, good = [], [], []
+    bad_before = st.session_state.get(f"{key}_rejected_in_uploader", [])
+    for up in uploads:
+        data = up.getvalue()
+        study, err = try_load(data, up.name, plain_modality=plain)
+        if err:
+            st.error(md(err), icon=":material/block:")
+            names.append(plain_name(up.name))
+            bad.append(f"{hashlib.sha256(data).hexdigest()}:{up.name}")
+            continue
+        good.append(keep_upload(st.session_state, key, data, up.name).sha256)
+    good_before = [] if fresh_visit else st.session_state.get(f"{key}_kept_in_uploader", [])
+    removed = set(good_before) - set(good)
+    if removed:  # the user took them out of the uploader: forget them (a re-upload is new again)
+        forget_uploads(st.session_state, key, removed)
+        short = {sha[:8] for sha in removed}
+        seen = st.session_state.get(f"{key}_seen_uploads", [])
+        st.session_state[f"{key}_seen_uploads"] = [k for k in seen if k.rsplit(":", 1)[-1] not in short]
+    st.session_state[f"{key}_kept_in_uploader"] = good
+    st.session_state[f"{key}_rejected_in_uploader"] = bad
+    return Rejected(names=names, fresh=bool(set(bad) - set(bad_before)))
 
 
 def open_in_compare(sample: Sample, key: str = "cmp") -> None:
@@ -210,12 +291,13 @@ def render_study_viewer(
             try:
                 shown = apply_window(study, preset)
             except Exception as err:
-                st.error(f"Could not apply the {preset} window: {err}")
+                st.error(f"Could not apply the {md(preset)} window: {md(err)}", icon=":material/block:")
     rgb = np.repeat(to_uint8(display_pixels(shown.pixels))[..., None], 3, axis=2)
     if masks:
         if st.toggle("Show ground-truth outlines", value=True, key=f"{key}_masks"):
             rgb = draw_mask_outlines(rgb, masks)
-    caption = f"{study.source} · {study.modality} · {study.pixels.shape[1]}×{study.pixels.shape[0]}"
+    h, w = study.pixels.shape
+    caption = f"{md_name(study.source)} · {study.modality} · {w}×{h}"
     if shown.window:
         caption += f" · window C{shown.window[0]:.0f}/W{shown.window[1]:.0f}"
     st.image(rgb, caption=caption, width="stretch")
@@ -238,5 +320,6 @@ def render_metadata(study: Study) -> None:
     if not meta:
         return
     with st.expander("De-identified metadata", expanded=False):
-        st.table({"field": list(meta), "value": [str(v) for v in meta.values()]})
+        # table cells render Markdown: DICOM values are user-supplied text
+        st.table({"field": [md(k) for k in meta], "value": [md(v) for v in meta.values()]})
         st.caption("Only whitelisted technical fields are shown; patient identifiers are never displayed.")

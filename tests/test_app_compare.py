@@ -110,9 +110,15 @@ def test_bad_upload_shows_loader_message_and_app_keeps_working(app):
     ).run()
     assert not app.exception
     errors = [e.value for e in app.error]
-    assert any("broken.png" in e for e in errors)
-    # the page still works: the default sample is still shown with both reports
+    assert any("broken\\.png" in e for e in errors)  # the name, Markdown-escaped (components.escaping)
+    # no other study's reports pass for an answer to the rejected upload: nothing is analysed
+    assert app.selectbox(key="cmp_study").value is None
+    assert len(_reports(app)) == 0
+    assert any("rejected" in i.value for i in app.info)
+    # the page still works: choosing a sample shows it, labelled as not the rejected file
+    app.selectbox(key="cmp_study").select_index(0).run()
     assert len(_reports(app)) == 2
+    assert any("not the rejected file" in i.value for i in app.info)
     # and a good upload afterwards works too
     app.file_uploader(key="cmp_upload").set_value(
         [("broken.png", b"definitely not an image", "image/png"), ("ok.png", _png(2), "image/png")]
@@ -177,4 +183,4 @@ def test_ct_phantom_sample_is_read_as_ct(app):
     app.radio(key="cmp_plain_modality").set_value("CT").run()
     app.file_uploader(key="cmp_upload").set_value(("slice.png", _png(5), "image/png")).run()
     assert not app.exception
-    assert any(c.startswith("slice.png · CT") for e in app.get("image") for c in e.captions)
+    assert any(c.startswith("slice\\.png · CT") for e in app.get("image") for c in e.captions)

@@ -4,6 +4,7 @@ import streamlit as st
 
 from components.cam_view import render_cam_panel
 from components.controls import patient_context_ui, report_style_ui
+from components.escaping import md_error
 from components.layout import render_model_origin, render_page_header
 from components.model_store import MODEL_TITLES, describe_origin, load_model_set, training_data_summary
 from components.prediction_view import (
@@ -59,7 +60,7 @@ with st.spinner("Writing reports…"):
         try:
             preds[m] = predict_cached(ms, m, study, picked.key, style, context)
         except Exception as err:
-            st.error(f"{MODEL_TITLES[m]} failed on this study: {type(err).__name__}: {err}")
+            st.error(f"{MODEL_TITLES[m]} failed on this study: {md_error(err, 'prediction')}.")
 if not preds:
     st.stop()
 render_ood_warning(preds)
