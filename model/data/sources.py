@@ -17,6 +17,14 @@ Adapters:
 Splits are "train", "val", "test". A folder split on disk wins (``valid/`` is divided by a stable
 hash into "val" and "test" halves so that real sets have a held-out test split too); otherwise a
 stable hash of the id (or of the patient, where known, so one patient never straddles splits).
+
+Cleaning (``clean=True``; ``build_sources`` sets it for every real set, issue 11): the collections'
+own splits leak. NIH thumbnails are split by image, not patient, and the chest CT collection repeats
+images within and across its splits. A clean source (1) moves every patient whole into one split (train
+when any of the patient's images is in train, else val or test by a stable hash of the patient) and
+(2) drops duplicates with ``model.data.audit.deduplicate`` (exact copies of the decoded pixels, and
+near copies by perceptual hash across splits; one copy stays, in train where there is one). What it
+did is in ``source.cleaning``; ``meddistill audit-data`` shows the rest.
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ class Sample:
     truth: CaseTruth | None = None  # exact ground truth (phantoms)
     mask_path: str | None = None  # uint8 bitmask PNG (phantoms)
     loader: Callable[[], np.ndarray] | None = None  # returns (H, W) float32 [0, 1] instead of a path
+    group: str | None = None  # hashed patient key (never the id itself): one patient, one split
 
 
 def stable_unit(key: str) -> float:
@@ -93,6 +102,21 @@ def _folder_split(folder: str, key: str, valid_test_frac: float) -> str:
     if split == "val" and folder.lower() != "val" and stable_unit("holdout:" + key) < valid_test_frac:
         return "test"
     return split
+
+
+def patient_key(source: str, patient: str) -> str | None:
+    """A pseudonymous key for a patient id (the id itself is never stored on a sample)."""
+    patient = (patient or "").strip()
+    if not patient:
+        return None
+    return hashlib.sha256(f"patient:{source}:{patient}".encode()).hexdigest()[:16]
+
+
+def nih_patient_from_name(file_name: str) -> str:
+    """NIH file names carry the patient: ``00000001_000.png`` -> ``"1"`` ("" when the name does not)."""
+    stem = Path(file_name).stem
+    head, sep, tail = stem.partition("_")
+    return str(int(head)) if sep and head.isdigit() and tail.isdigit() else ""
 
 
 def _rng_for(key: str) -> np.random.Generator:
@@ -117,20 +141,44 @@ def compose_reports(
 
 
 class Source:
-    """A named set of samples; subclasses implement ``_load`` (all splits, read once)."""
+    """A named set of samples; subclasses implement ``_load`` (all splits, read once).
+
+    ``clean=True``: patients whole in one split, duplicates dropped (module docstring); what was done
+    is in ``cleaning`` once the samples are read.
+    """
 
     name: str = "source"
+    valid_test_frac: float = 0.5  # held-out patients: share sent to "test" (the rest to "val")
 
-    def __init__(self) -> None:
+    def __init__(self, clean: bool = False) -> None:
         self._all: list[Sample] | None = None
+        self.clean = clean
+        self.cleaning: dict | None = None
 
     def _load(self) -> list[Sample]:
         raise NotImplementedError
 
     def all_samples(self) -> list[Sample]:
         if self._all is None:
-            self._all = self._load()
+            samples = self._load()
+            self._all = self._clean(samples) if self.clean else samples
         return self._all
+
+    def _clean(self, samples: list[Sample]) -> list[Sample]:
+        from model.data.audit import deduplicate, fingerprint_samples
+
+        before = {sp: sum(s.split == sp for s in samples) for sp in SPLITS}
+        moved = split_by_patient(samples, self.valid_test_frac)
+        fps, errors = fingerprint_samples(samples)
+        kept, summary = deduplicate(samples, fps)
+        self.cleaning = {
+            "before": before,
+            "patients_moved_images": moved,
+            "after_patient_split": summary.pop("before"),
+            **summary,
+            "unreadable": len(errors),
+        }
+        return kept
 
     def samples(self, split: str) -> list[Sample]:
         """The samples of one split ("train", "val", "test"; "valid" is accepted for "val")."""
@@ -144,6 +192,32 @@ class Source:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def split_by_patient(samples: Sequence[Sample], valid_test_frac: float = 0.5) -> int:
+    """Move each patient (``Sample.group``) whole into one split, in place; returns the images moved.
+
+    A patient with any image in train goes to train (the training folder wins); one seen only in
+    held-out splits goes to "test" or "val" by a stable hash of the patient key.
+    """
+    by_group: dict[str, list[Sample]] = {}
+    for s in samples:
+        if s.group:
+            by_group.setdefault(s.group, []).append(s)
+    moved = 0
+    for key, members in by_group.items():
+        splits = {s.split for s in members}
+        if len(splits) == 1:
+            continue
+        if "train" in splits:
+            target = "train"
+        else:
+            target = "test" if stable_unit("holdout-patient:" + key) < valid_test_frac else "val"
+        for s in members:
+            if s.split != target:
+                s.split = target
+                moved += 1
+    return moved
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,9 +290,13 @@ class R2GenSource(Source):
     """
 
     def __init__(
-        self, annotation_json: str | Path, image_root: str | Path | None = None, name: str = "r2gen"
+        self,
+        annotation_json: str | Path,
+        image_root: str | Path | None = None,
+        name: str = "r2gen",
+        clean: bool = False,
     ):
-        super().__init__()
+        super().__init__(clean=clean)
         self.annotation_json = Path(annotation_json)
         self.image_root = Path(image_root) if image_root is not None else self.annotation_json.parent
         self.name = name
@@ -258,6 +336,7 @@ class R2GenSource(Source):
                         report_origin="written" if report else "none",
                         finding_targets=findings if modality == "CXR" and labels else _unknown_findings(),
                         tumour_target=tumour,
+                        group=patient_key(self.name, str(entry.get("subject_id") or entry.get("patient_id") or "")),
                     )
                 )
         return out
@@ -334,8 +413,9 @@ class NIHSource(Source):
     Reads either the original CSV (``Image Index``, ``Finding Labels``, ``Patient ID``, ``Patient
     Age``, ``Patient Gender``; images found under ``image_root``, searched recursively when not at
     the top) or the nih1000 variant (``path`` relative to ``image_root``, whose first folder
-    ``train``/``valid`` is the split). The patient id is used only to keep one patient in one hashed
-    split; it is never stored on a sample.
+    ``train``/``valid`` is the split). The patient id (the ``Patient ID`` / ``patient_id`` column, else
+    the file name's prefix) is never stored on a sample: ``Sample.group`` holds a hash of it, which keeps
+    one patient in one split (hashed splits; with ``clean=True`` also the folder split).
     """
 
     def __init__(
@@ -346,8 +426,9 @@ class NIHSource(Source):
         val_frac: float = 0.1,
         test_frac: float = 0.1,
         valid_test_frac: float = 0.5,
+        clean: bool = False,
     ):
-        super().__init__()
+        super().__init__(clean=clean)
         self.csv_path = Path(csv_path)
         self.image_root = Path(image_root) if image_root is not None else self.csv_path.parent
         self.name = name
@@ -362,6 +443,8 @@ class NIHSource(Source):
         for row in rows:
             labels = row.get("finding_labels", row.get("Finding Labels", "")) or ""
             patient = row.get("patient_id", row.get("Patient ID", "")) or ""
+            name = Path(row.get("path") or row.get("Image Index") or row.get("image_index") or "").name
+            patient = patient.strip() or nih_patient_from_name(name)
             if row.get("path"):
                 rel = Path(row["path"])
                 path = self.image_root / rel
@@ -388,7 +471,7 @@ class NIHSource(Source):
             if not path.is_file():
                 self.n_missing += 1
                 continue
-            out.append(self._sample(key, split, path, labels, row))
+            out.append(self._sample(key, split, path, labels, row, patient))
         if self.n_missing:
             warnings.warn(
                 f"{self.name}: {self.n_missing} images listed in {self.csv_path.name} were not found",
@@ -396,7 +479,7 @@ class NIHSource(Source):
             )
         return out
 
-    def _sample(self, key: str, split: str, path: Path, labels: str, row: dict) -> Sample:
+    def _sample(self, key: str, split: str, path: Path, labels: str, row: dict, patient: str) -> Sample:
         sid = f"{self.name}:{key}"
         targets = nih_finding_targets(labels)
         positive = [f for f, v in zip(FINDINGS, targets, strict=True) if v == 1.0]
@@ -417,6 +500,7 @@ class NIHSource(Source):
             report_origin="composed",
             finding_targets=targets,
             context=context,
+            group=patient_key(self.name, patient),
         )
 
 
@@ -460,8 +544,9 @@ class ClassFolderSource(Source):
         val_frac: float = 0.1,
         test_frac: float = 0.1,
         valid_test_frac: float = 0.5,
+        clean: bool = False,
     ):
-        super().__init__()
+        super().__init__(clean=clean)
         self.root = Path(root)
         self.name = name or self.root.name
         self.modality = modality
@@ -512,11 +597,14 @@ class ClassFolderSource(Source):
 # The default multi-task mix
 
 
-def build_sources(data_dir: str | Path | None, shared_dir: str | Path | None = None) -> list[Source]:
+def build_sources(
+    data_dir: str | Path | None, shared_dir: str | Path | None = None, clean: bool = True
+) -> list[Source]:
     """Phantom set at ``data_dir`` + the real sets found under ``shared_dir`` (e.g. ../shared/data).
 
     Recognised under ``shared_dir``: ``nih1000/labels.csv`` (NIHSource), ``chest_ct/`` (class
-    folders), and any ``NAME/annotation.json`` in R2Gen layout (R2GenSource named NAME).
+    folders), and any ``NAME/annotation.json`` in R2Gen layout (R2GenSource named NAME). Real sets are
+    cleaned (``clean``: patients whole in one split, leaked duplicates dropped; module docstring).
     """
     out: list[Source] = []
     if data_dir is not None:
@@ -526,14 +614,14 @@ def build_sources(data_dir: str | Path | None, shared_dir: str | Path | None = N
     shared = Path(shared_dir)
     for sub in sorted(p for p in shared.iterdir() if p.is_dir()):
         if (sub / "labels.csv").is_file():
-            out.append(NIHSource(sub / "labels.csv", sub, name=sub.name))
+            out.append(NIHSource(sub / "labels.csv", sub, name=sub.name, clean=clean))
         elif (sub / "annotation.json").is_file():
             if (sub / "dataset.json").is_file():
                 out.append(PhantomSource(sub))  # a phantom set someone put there
             else:
-                out.append(R2GenSource(sub / "annotation.json", sub, name=sub.name))
+                out.append(R2GenSource(sub / "annotation.json", sub, name=sub.name, clean=clean))
         elif any(folder_class(p.name) for p in _class_dirs(sub)):
-            out.append(ClassFolderSource(sub))
+            out.append(ClassFolderSource(sub, clean=clean))
     return out
 
 
