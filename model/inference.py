@@ -40,6 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = ROOT / "assets" / "checkpoints"
 SHIPPED_MODELS: tuple[str, ...] = ("teacher", "student", "student_nokd")
 OOD_KEYS: tuple[str, ...] = ("ood_mean", "ood_components", "ood_eigvals", "ood_residual_var", "ood_threshold")
+#: what the report decoder's memory embeds of the heads (issue 10): "labels" = the heads' thresholded
+#: calls, as in label-conditioned training (``TrainConfig.label_cond_p``), so the report states what the
+#: heads call present; "probs" = their raw probabilities. A card may set ``report_conditioning``.
+REPORT_CONDITIONING = "labels"
+DEFAULT_FINDING_THRESHOLD = 0.5  # where the card has no validation thresholds (``thresholds.findings``)
 
 
 def shipped_checkpoint(name: str) -> Path:
@@ -66,6 +71,15 @@ def _reason(name: str, findings: list[Finding], tumour: str | None, context: Pat
     except ImportError:  # formulary not available: a generic, honest sentence
         return f"{TREATMENT_LABELS[name]}: model output (no rulebook available). Educational only."
     return reason_for(name, findings, tumour, context)
+
+
+def _supported(findings: list[Finding], tumour: str | None, context: PatientContext) -> set[str] | None:
+    """Treatments the rulebook suggests for these findings and this patient (None: no rulebook)."""
+    try:
+        from model.data.formulary import suggest_treatments
+    except ImportError:
+        return None
+    return {t.name for t in suggest_treatments(findings, tumour, context)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,6 +184,9 @@ class Predictor:
         self._ood = (
             {k: extras[k].to(self.device) for k in OOD_KEYS} if all(k in extras for k in OOD_KEYS) else None
         )
+        self.ood_probe = None  # the input guard's probe for these weights (model/guard/ood.py), if any
+        self.report_conditioning = str(card.get("report_conditioning") or REPORT_CONDITIONING)
+        self.finding_thresholds = _finding_thresholds(card)  # FINDINGS -> the head's "present" threshold
 
     @classmethod
     def from_dir(cls, path: str | Path, model_id: str | None = None, device: str = "cpu") -> Predictor:
@@ -178,7 +195,11 @@ class Predictor:
 
         d = resolve_checkpoint(path)
         model, tokenizer, card, extras = load_checkpoint(d, device=device)
-        return cls(model, tokenizer, card, extras, model_id or card.get("model_id") or d.name)
+        predictor = cls(model, tokenizer, card, extras, model_id or card.get("model_id") or d.name)
+        from model.guard.ood import attach_probe
+
+        attach_probe(predictor)  # only when the guard's probe was fitted on these very weights
+        return predictor
 
     # -- inputs -------------------------------------------------------------------------------------
     def image_tensor(self, study: Study) -> torch.Tensor:
@@ -211,17 +232,55 @@ class Predictor:
         ids = torch.tensor([prompt + body], dtype=torch.long, device=self.device)
         return ids, torch.arange(len(prompt), len(prompt) + len(body), device=self.device)
 
+    # -- report conditioning (issue 10) -----------------------------------------------------------
+    def memory_probs(self, heads, modalities: Sequence[str]) -> torch.Tensor | None:
+        """(B, n_findings + n_tumour) values the decoder memory embeds instead of the heads' probabilities
+        (NaN = keep the head's), or None under "probs" conditioning. Same layout as training's
+        ``label_memory_probs``: CXR rows carry the findings thresholded at ``finding_thresholds``, CT rows
+        the one-hot argmax tumour class; the other part stays the head's."""
+        if self.report_conditioning != "labels":
+            return None
+        f = torch.sigmoid(heads.findings_logits.float())  # (B, n_findings)
+        thr = torch.tensor([self.finding_thresholds[n] for n in FINDINGS], device=f.device)
+        calls = (f >= thr).float()
+        onehot = torch.nn.functional.one_hot(heads.tumour_logits.argmax(-1), len(TUMOUR_CLASSES)).float()
+        cxr = torch.tensor([m == "CXR" for m in modalities], device=f.device)[:, None]  # (B, 1)
+        nan = float("nan")
+        return torch.cat(
+            [torch.where(cxr, calls, torch.full_like(calls, nan)), torch.where(cxr, torch.full_like(onehot, nan), onehot)],
+            1,
+        )
+
+    def decode(self, features, heads, prompts, style: ReportStyle, modalities: Sequence[str]):
+        """Report ids and token probabilities from computed features and heads (``decode_report`` with the
+        Predictor's conditioning)."""
+        from model.networks.generation import decode
+
+        memory = self.model.build_memory(features, heads, self.memory_probs(heads, modalities))
+        return decode(self.model.decoder, memory, prompts, style, self._period)
+
     # -- outputs ------------------------------------------------------------------------------------
-    def ood_score(self, pooled: torch.Tensor) -> tuple[float, bool]:
+    def ood_score(self, pooled: torch.Tensor, modality: str | None = None) -> tuple[float, bool]:
+        """(score, flagged): the guard's probe for ``modality`` when one fits these weights, else the
+        checkpoint's Mahalanobis score."""
+        if self.ood_probe is not None:
+            score = self.ood_probe.score(pooled, modality)
+            return score, bool(score > self.ood_probe.threshold(modality))
         if self._ood is None:
             return float("nan"), False
         score = float(ood_scores(pooled, self._ood)[0])
         return score, bool(score > float(self._ood["ood_threshold"][0]))
 
+    def ood_threshold(self, modality: str | None = None) -> float:
+        if self.ood_probe is not None:
+            return self.ood_probe.threshold(modality)
+        return float(self._ood["ood_threshold"][0]) if self._ood is not None else float("nan")
+
     def predict(
         self, study: Study, context: PatientContext | None = None, style: ReportStyle | None = None
     ) -> Prediction:
         """Findings, tumour, treatments with reasons, the report and per-stage latency for one study."""
+        from model.networks.generation import end_on_sentence, token_budget
         from model.networks.tokenizer import detokenize
 
         style = style or ReportStyle()
@@ -240,11 +299,13 @@ class Predictor:
             s_prob = torch.softmax(heads.subtype_logits, -1)[0].tolist()
             tr_prob = torch.sigmoid(heads.treatment_logits)[0].tolist()
             t3 = time.perf_counter()
-            ids, probs = self.model.decode_report(features, heads, prompts, style, self._period)
-            tokens = [self._words[i] for i in ids[0]]
+            ids, probs = self.decode(features, heads, prompts, style, [study.modality])
+            budget = token_budget(style, self.cfg.max_len, prompts.shape[1])
+            ids, probs, truncated = end_on_sentence(ids[0], probs[0], budget, style, self._period)
+            tokens = [self._words[i] for i in ids]
             report = detokenize(tokens)
             t4 = time.perf_counter()
-            ood, flag = self.ood_score(heads.pooled)
+            ood, flag = self.ood_score(heads.pooled, study.modality)
         findings = dict(zip(FINDINGS, f_prob, strict=True))
         tumour = dict(zip(TUMOUR_CLASSES, t_prob, strict=True))
         treatments = self._treatments(study, findings, tumour, tr_prob, context)
@@ -257,7 +318,7 @@ class Predictor:
             treatments=treatments,
             report=report,
             tokens=tokens,
-            token_probs=[float(p) for p in probs[0]],
+            token_probs=[float(p) for p in probs],
             latency_ms={
                 "preprocess": ms(t0, t1),
                 "encode": ms(t1, t2),
@@ -268,19 +329,27 @@ class Predictor:
             ood_score=ood,
             ood_flag=flag,
             tumour_subtype=dict(zip(TUMOUR_SUBTYPES, s_prob, strict=True)),
+            ood_threshold=self.ood_threshold(study.modality),
+            truncated=truncated,
+            token_limit=budget,
         )
 
     def _treatments(
         self, study: Study, findings: dict[str, float], tumour: dict[str, float], probs: list[float], context
     ) -> list[TreatmentSuggestion]:
-        """All formulary items, most probable first, each with the rulebook's reason on the model's findings."""
+        """All formulary items, most probable first, each with the rulebook's reason on the model's findings
+        and whether the rulebook supports it there (``split_treatments`` decides what is shown)."""
         present = (
             [Finding(name=n) for n, p in findings.items() if p >= 0.5] if study.modality == "CXR" else []
         )
         tumour_class = max(tumour, key=tumour.get) if study.modality == "CT" else None
+        supported = _supported(present, tumour_class, context)
         out = [
             TreatmentSuggestion(
-                name=n, probability=float(p), reason=_reason(n, present, tumour_class, context)
+                name=n,
+                probability=float(p),
+                reason=_reason(n, present, tumour_class, context),
+                supported=None if supported is None else n in supported,
             )
             for n, p in zip(TREATMENTS, probs, strict=True)
         ]
@@ -297,9 +366,18 @@ class Predictor:
         """(T, V) next-token distributions with the decoder forced on ``tokens``: row t is the model's
         distribution over the word at position t given the image and the words before it."""
         ids, positions = self.encode_report(tokens, study.modality, detail)
-        out = self.model(self.image_tensor(study), self.context_tensor(context), ids, torch.ones_like(ids))
-        logits = out.lm_logits[0, positions - 1]  # (T, V): logits at p - 1 predict the token at p
+        features = self.model.forward_features(self.image_tensor(study))
+        heads = self.model.forward_heads(features, self.context_tensor(context))
+        memory = self.model.build_memory(features, heads, self.memory_probs(heads, [study.modality]))
+        lm_logits = self.model.decoder(ids, torch.ones_like(ids), memory)  # as ``predict`` conditions it
+        logits = lm_logits[0, positions - 1]  # (T, V): logits at p - 1 predict the token at p
         return torch.softmax(logits.float(), -1).cpu().numpy()
+
+
+def _finding_thresholds(card: dict) -> dict[str, float]:
+    """The card's validation thresholds per finding (``thresholds.findings``), else 0.5 each."""
+    given = (card.get("thresholds") or {}).get("findings") or {}
+    return {n: float(given.get(n, DEFAULT_FINDING_THRESHOLD)) for n in FINDINGS}
 
 
 def _served_image_size(card: dict, default: int) -> int:

@@ -103,6 +103,37 @@ class Study:
     window: tuple[float, float] | None = None  # (centre, width) applied to raw, if any
     n_frames: int = 1  # frames in the source file; pixels hold the chosen one
     warnings: tuple[str, ...] = ()  # best-effort notes for the user (e.g. modality guessed)
+    #: what the grayscale pixels lose, recorded by the loader for the input guard: "colourfulness"
+    #: (Hasler-Suesstrunk, 0 for gray), "height" / "width" of the source image
+    image_stats: dict[str, float] = field(default_factory=dict)
+    verdict: GuardVerdict | None = None  # the input guard's verdict (model/guard), once checked
+
+
+#: what the input guard's modality classifier can say about an image
+GUARD_CLASSES: tuple[str, ...] = ("CXR", "CT", "neither")
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """The input guard's decision on one study (or one model's view of it): see model/guard.
+
+    ``reason`` is the sentence every surface (page, CLI text, JSON) shows: it names the file, the
+    problem and what the user can do. ``check`` names the check that decided ("modality",
+    "modality_mismatch", "ood:<model id>", or "" when every check passed).
+    """
+
+    accepted: bool
+    reason: str  # one user-facing sentence ("" when accepted without remark)
+    check: str  # the deciding check, "" when accepted
+    score: float  # the deciding check's score (higher = less like a chest study)
+    threshold: float  # refused when score > threshold
+    detected_modality: str  # one of GUARD_CLASSES
+    confidence: float  # probability of detected_modality
+    claimed_modality: str | None = None  # what the DICOM header or the user said, if anything
+    claim_source: str = ""  # "dicom" | "user" | "" (plain image, nothing claimed)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,6 +263,24 @@ class TreatmentSuggestion:
     name: str  # one of TREATMENTS
     probability: float  # model output; 1.0 for rulebook ground truth
     reason: str
+    supported: bool | None = None  # the rulebook suggests it for the predicted findings (None: not checked)
+
+
+#: A model's treatment suggestion is shown as a suggestion only when its probability is at least this
+#: AND the rulebook supports it for the model's own findings (``TreatmentSuggestion.supported``); the
+#: rest are "other suggestions", listed with their reason. 0.5 is the decision threshold the treatment
+#: head is trained for (sigmoid, binary cross-entropy on the rulebook's multi-hot labels).
+TREATMENT_THRESHOLD = 0.5
+
+
+def split_treatments(
+    treatments: list[TreatmentSuggestion], threshold: float = TREATMENT_THRESHOLD
+) -> tuple[list[TreatmentSuggestion], list[TreatmentSuggestion]]:
+    """``(shown, others)``: suggestions the rulebook supports at ``probability >= threshold``, and the
+    rest, each list in the given order. The one rule the page, the CLI and the JSON share."""
+    shown = [t for t in treatments if t.supported and t.probability >= threshold]
+    others = [t for t in treatments if not (t.supported and t.probability >= threshold)]
+    return shown, others
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,6 +294,7 @@ class ReportStyle:
     detail: Detail = "standard"  # control token given to the decoder
     max_new_tokens: int = 96  # hard cap on generated tokens
     max_sentences: int | None = None  # cut the decoded report after this many sentences
+    whole_sentences: bool = True  # when max_new_tokens cuts a sentence, drop it (Prediction.truncated)
     decoding: Literal["greedy", "beam", "sample"] = "greedy"
     num_beams: int = 3  # beam only
     length_penalty: float = 1.0  # beam only; > 1 favours longer reports
@@ -267,13 +317,18 @@ class Prediction:
     tokens: list[str]  # generated words, in order
     token_probs: list[float]  # probability of each generated token
     latency_ms: dict[str, float]  # "encode", "heads", "decode", "total"
-    ood_score: float  # Mahalanobis-type distance of pooled features; higher = less familiar
+    ood_score: float  # higher = less familiar: the guard's probe where one fits the weights (model/guard/ood.py)
     ood_flag: bool  # True when ood_score is above the calibrated threshold
     tumour_subtype: dict[str, float] | None = None  # TUMOUR_SUBTYPES -> prob, when the model has the head
+    ood_threshold: float = float("nan")  # the threshold ood_flag compares against
+    verdict: GuardVerdict | None = None  # the input guard's verdict for this model (model/guard)
+    truncated: bool = False  # the token cap stopped the report (its unfinished sentence dropped)
+    token_limit: int | None = None  # the token cap the report was decoded under
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["treatments"] = [t.__dict__ for t in self.treatments]
+        d["verdict"] = self.verdict.to_dict() if self.verdict is not None else None
         return d
 
 
@@ -285,3 +340,5 @@ class Explanation:
     target: str  # e.g. "finding:cardiomegaly", "tumour:malignant", "sentence:2"
     method: str  # e.g. "gradcam", "gradcam++"
     score: float  # the target's score (logit or log-prob) on this study
+    flat: bool = False  # True when the map holds no localised positive evidence (heatmap is all zero)
+    layer: str | None = None  # the feature map the CAM used, e.g. "layer3" (stride 16) or "layer4"

@@ -5,12 +5,21 @@ report at a smaller cap ``k`` is its first ``k`` tokens, which is exactly what g
 ``max_new_tokens=k`` produces (greedy decoding is deterministic and left to right; a test checks
 it). Each detail level is scored against the reference written at that level.
 
+Why clinical F1 hardly moves with the cap: it scores positive findings only (a label the report does
+not mention counts negative), and reports state their positive findings first, in the opening
+sentence; what a longer report adds is negations ("No pleural effusion or pneumothorax.") and
+descriptors. Two curves show that directly: ``positives_complete`` (share of reports whose positive
+labels at the cap are already those of the whole report) and ``statement_recall`` (share of the
+labels the reference states, positive *or negative*, that the truncated report states the same way),
+which rises with the cap where clinical F1 stays flat.
+
 JSON block (``result["tradeoff"]``)::
 
     {"max_new_tokens": [16, 32, ...], "details": ["brief", ...], "n_cases": N,
      "protocol": {...},
      "curves": {model: {detail: {"max_new_tokens": [...], "clinical_f1": [...],
-                                 "clinical_example_f1": [...], "bleu_4": [...], "mean_tokens": [...]}}}}
+                                 "clinical_example_f1": [...], "bleu_4": [...], "mean_tokens": [...],
+                                 "statement_recall": [...], "positives_complete": [...]}}}}
 """
 
 from __future__ import annotations
@@ -32,11 +41,32 @@ def tradeoff_protocol(caps: Sequence[int], details: Sequence[str], n_cases: int)
         "greedy decoding with that cap)",
         "clinical_f1": "micro F1 of labeler(generated) vs labeler(reference at the same detail level)",
         "bleu_4": "corpus BLEU-4 (pycocoevalcap), same tokenisation as the report metrics",
+        "statement_recall": "of the (case, label) pairs the reference states (positive, negative or "
+        "uncertain), the share the truncated report states with the same value; unlike clinical F1 it "
+        "counts negations, which is what longer reports add",
+        "positives_complete": "share of cases whose positive labels at the cap equal those of the whole "
+        "(largest-cap) report: 1.0 means truncation lost no positive finding",
         "max_new_tokens": list(caps),
         "details": list(details),
         "n_cases": n_cases,
         "cap_note": "a cap above a model's maximum length is clipped to it",
     }
+
+
+def statement_recall(generated: Sequence[Mapping], reference: Sequence[Mapping]) -> float | None:
+    """Share of the reference's stated (case, label) pairs that the generated report states identically.
+
+    A label is stated when the labeler gives it a value (positive / negative / uncertain, not None).
+    None when the references state nothing.
+    """
+    stated = hit = 0
+    for gen, ref in zip(generated, reference, strict=True):
+        for name, value in ref.items():
+            if value is None:
+                continue
+            stated += 1
+            hit += gen.get(name) == value
+    return hit / stated if stated else None
 
 
 def model_cap(predictor) -> int:
@@ -69,7 +99,8 @@ def curves_for_model(
     progress: Callable[[int], object] | None = None,
     batch_size: int = 16,
 ) -> dict:
-    """``{detail: {"max_new_tokens", "clinical_f1", "clinical_example_f1", "bleu_4", "mean_tokens"}}``.
+    """``{detail: {"max_new_tokens", "clinical_f1", "clinical_example_f1", "bleu_4", "mean_tokens",
+    "statement_recall", "positives_complete"}}``.
 
     ``references[detail]`` holds the reference report of each study at that level.
     """
@@ -80,7 +111,7 @@ def curves_for_model(
         refs = list(references[detail])
         ref_labels = list(reference_labels[detail]) if reference_labels else [label(r) for r in refs]
         tokens = []
-        style = ReportStyle(detail=detail, max_new_tokens=top)
+        style = ReportStyle(detail=detail, max_new_tokens=top, whole_sentences=False)  # raw prefixes
         for start in range(0, len(studies), batch_size):
             preds = predict_batch(
                 predictor, studies[start : start + batch_size], contexts[start : start + batch_size], style
@@ -89,11 +120,17 @@ def curves_for_model(
             if progress:
                 progress(len(preds))
         curve: dict[str, list] = {"max_new_tokens": [], "clinical_f1": [], "clinical_example_f1": [],
-                                  "bleu_4": [], "mean_tokens": []}  # fmt: skip
+                                  "bleu_4": [], "mean_tokens": [], "statement_recall": [],
+                                  "positives_complete": []}  # fmt: skip
+        full = [clinical.positive_labels(label(_detokenize(t)), uncertain) for t in tokens]
         for cap in caps:
             k = min(cap, top)
             hyps = [_detokenize(t[:k]) for t in tokens]
-            ce = clinical.ce_scores([label(h) for h in hyps], ref_labels, uncertain=uncertain)
+            hyp_labels = [label(h) for h in hyps]
+            ce = clinical.ce_scores(hyp_labels, ref_labels, uncertain=uncertain)
+            curve["statement_recall"].append(statement_recall(hyp_labels, ref_labels))
+            same = [clinical.positive_labels(h, uncertain) == f for h, f in zip(hyp_labels, full, strict=True)]
+            curve["positives_complete"].append(float(np.mean(same)) if same else None)
             b, _ = nlg.bleu(hyps, refs)
             curve["max_new_tokens"].append(int(cap))
             curve["clinical_f1"].append(ce["micro"]["f1"])

@@ -120,6 +120,12 @@ class IncrementalDecoder:
             self.cv.append(v.view(b, -1, self.nh, self.hd).transpose(1, 2))
         self.pos = 0
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Row i of the self-attention cache becomes row ``index[i]`` (beam search: each beam continues
+        its parent). The cross-attention cache is left alone: every row must share one memory."""
+        self.k = [c.index_select(0, index) for c in self.k]
+        self.v = [c.index_select(0, index) for c in self.v]
+
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], self.nh, 1, self.hd)  # (B, d) -> (B, nh, 1, hd)
 
