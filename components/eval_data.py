@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from components.figures import NAMES, fmt
 from model.data.rebuild import RebuildError, rebuild_case, rebuildable
 from model.types import CaseTruth
 
@@ -43,7 +44,10 @@ HEADLINE: tuple[tuple[str, str, bool], ...] = (
     ("efficiency.parameters", "Parameters", False),
     ("efficiency.checkpoint_mb", "Checkpoint (MB)", False),
     ("efficiency.latency_median_ms", "Median latency (ms)", False),
+    ("subtype.accuracy", "Tumour subtype accuracy", True),  # real CT sets with subtype labels
 )
+#: display unit per metric for ``fmt`` (default: 3 significant digits)
+UNITS = {"efficiency.parameters": "count", "efficiency.checkpoint_mb": "MB", "efficiency.latency_median_ms": "ms"}
 
 
 def eval_dir() -> Path:
@@ -96,21 +100,119 @@ def metric(result: dict, model: str, dotted: str):
     return ((result["models"][model].get("metrics") or {}).get(section) or {}).get(name)
 
 
-def scorecard_frame(result: dict) -> pd.DataFrame:
-    """Headline metrics per model plus each student's retention ratio (student / teacher)."""
+def scorecard_frame(result: dict, drop_empty: bool = True) -> pd.DataFrame:
+    """Headline metrics per model plus each student's retention ratio (student / teacher), as numbers.
+
+    ``result`` is a whole evaluation or one of its ``real`` sections (same ``models`` / ``retention``).
+    """
     models = model_order(result)
     ref = (result.get("retention") or {}).get("reference", "teacher")
     ratios = (result.get("retention") or {}).get("ratios") or {}
     rows = []
     for key, label, higher in HEADLINE:
-        row = {"metric": label, "better": "higher" if higher else "lower"}
+        row = {"metric": label, "better": "higher" if higher else "lower", "key": key}
         for m in models:
             row[m] = metric(result, m, key)
         for m in models:
             if m != ref:
                 row[f"{m} / {ref}"] = (ratios.get(m) or {}).get(key)
+        if drop_empty and all(row[m] is None for m in models):
+            continue
         rows.append(row)
     return pd.DataFrame(rows).set_index("metric")
+
+
+def format_scorecard(card: pd.DataFrame) -> pd.DataFrame:
+    """Display strings: each metric in its unit (``fmt``), ratio columns as percentages of the teacher."""
+    out = card.drop(columns=["key"]).astype(object)
+    for label, row in card.iterrows():
+        for col in out.columns:
+            if col == "better":
+                continue
+            unit = "%" if " / " in col else UNITS.get(row["key"], "")
+            out.at[label, col] = fmt(row[col], unit)
+    return out
+
+
+def _protocol_value(v) -> str:
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_protocol_value(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_protocol_value(x) for x in v)
+    if isinstance(v, float):
+        return fmt(v)
+    return str(v)
+
+
+def protocol_frames(protocol: dict) -> list[tuple[str, pd.DataFrame]]:
+    """The declared metric protocol as (group title, table of item -> how it is computed) pairs."""
+    general = {k: v for k, v in protocol.items() if not isinstance(v, dict)}
+    groups = [("general", general)] if general else []
+    groups += [(k, v) for k, v in protocol.items() if isinstance(v, dict)]
+    return [
+        (
+            name.replace("_", " ").capitalize(),
+            pd.DataFrame(
+                {"protocol": [_protocol_value(v) for v in items.values()]},
+                index=pd.Index([str(k).replace("_", " ") for k in items], name="item"),
+            ),
+        )
+        for name, items in groups
+    ]
+
+
+def data_caption(data: dict) -> str:
+    """One line about an evaluated set: cases, modalities, sources, split."""
+    mods = ", ".join(f"{fmt(data[k], 'count')} {label}" for k, label in (("n_cxr", "CXR"), ("n_ct", "CT"))
+                     if data.get(k))  # fmt: skip
+    return (
+        f"{fmt(data.get('n_cases'), 'count')} cases ({mods or 'no modality counts'}) from "
+        f"{', '.join(data.get('sources') or []) or '?'}, split `{data.get('split', '?')}`"
+        + (f", reports {', '.join(data['report_origin'])}" if data.get("report_origin") else "")
+    )
+
+
+FLAT = 0.05  # a clinical-F1 curve that moves less than this across caps is called flat
+
+
+def tradeoff_note(trade: dict, models: list[str]) -> str | None:
+    """Why the clinical-F1-vs-length curves are flat, with the result's own numbers; None if they move."""
+    curves = trade.get("curves") or {}
+    lines = [(m, d, cur) for m in models for d, cur in (curves.get(m) or {}).items()]
+    spread = [max(v) - min(v) for *_, c in lines if len(v := [x for x in c.get("clinical_f1") or [] if x is not None]) > 1]
+    if not spread or max(spread) >= FLAT:
+        return None
+    words = [x for *_, c in lines for x in c.get("mean_tokens") or [] if x is not None]
+    caps = trade.get("max_new_tokens") or []
+    out = [
+        f"Why the clinical-F1 curves are flat: they move by at most {fmt(max(spread))} from {caps[0] if caps else '?'} "
+        f"to {caps[-1] if caps else '?'} tokens, while reports run from {fmt(min(words, default=None))} to "
+        f"{fmt(max(words, default=None))} tokens on average. Clinical F1 scores positive findings only (a "
+        "finding a report does not mention counts as negative), and the reports state their positive "
+        "findings in the opening sentence; what a longer report adds is negations (\"No pleural effusion or "
+        "pneumothorax.\") and descriptors, which clinical F1 does not count."
+    ]
+    complete = [c["positives_complete"][0] for *_, c in lines if (c.get("positives_complete") or [None])[0] is not None]
+    if complete:
+        out.append(
+            f"Measured: at {caps[0] if caps else 'the smallest cap'} tokens, {fmt(min(complete), '%')} to "
+            f"{fmt(max(complete), '%')} of the reports already state every positive finding of their full text."
+        )
+    stated = trade.get("positives_stated_by") or {}
+    if stated:
+        out.append(
+            "Words until all positives are stated (90th percentile): "
+            + ", ".join(f"{NAMES.get(k, k.replace('_', ' '))} {fmt(v.get('p90'))}" for k, v in stated.items())
+            + "."
+        )
+    recall = [(m, d, c["statement_recall"]) for m, d, c in lines if c.get("statement_recall")]
+    if recall:
+        m, d, r = max(recall, key=lambda x: (x[2][-1] or 0) - (x[2][0] or 0))
+        out.append(
+            f"What length does change: statement recall (negations included; pick it above) goes from "
+            f"{fmt(r[0], '%')} to {fmt(r[-1], '%')} for {NAMES.get(m, m)} at {d} detail."
+        )
+    return " ".join(out)
 
 
 # ----------------------------------------------------------------------------------------------

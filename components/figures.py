@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,10 +13,48 @@ NAMES = {"teacher": "Teacher", "student": "Student (KD)", "student_nokd": "Stude
 
 
 def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
+    """Shared look: a title that fits a half-width column, margins that grow to fit tick labels."""
     fig.update_layout(
-        title=title, height=height, margin=dict(l=40, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.2)
+        title=dict(text=title, x=0.0, xanchor="left", font=dict(size=15), automargin=True, yref="container"),
+        height=height,
+        margin=dict(l=10, r=10, t=50, b=10, autoexpand=True),
+        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0.0, xanchor="left"),
     )
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
     return fig
+
+
+def fmt(value, unit: str = "") -> str:
+    """The one number formatter of the dashboard (tables, bar labels, captions).
+
+    ``unit``: "" = 3 significant digits with thousands separators (34,300,000; 0.912; 0.000412),
+    "count" = exact integer with separators (34,272,404), "%" = a fraction as a percentage (95.2 %),
+    "x" = a ratio (0.15x), any other unit is appended ("66.1 MB", "312 ms"). None / NaN -> "–".
+    Never scientific notation.
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return "–" if value is None else str(value)
+    v = float(value)
+    if not math.isfinite(v):
+        return "–"
+    if unit == "count":
+        return f"{round(v):,}"
+    if unit == "%":
+        return f"{_sig3(v * 100.0)} %"
+    if unit == "x":
+        return f"{_sig3(v)}x"
+    return _sig3(v) + (f" {unit}" if unit else "")
+
+
+def _sig3(v: float) -> str:
+    v = float(f"{v:.3g}")  # round to 3 significant digits first (99.98 -> 100, not 100.0)
+    if v == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(v)))
+    if mag >= 2:
+        return f"{round(v, -(mag - 2)):,.0f}"
+    return f"{v:,.{min(2 - mag, 8)}f}"
 
 
 def make_next_token_figure(
@@ -87,19 +126,21 @@ def make_bar_figure(
 
 
 def make_model_bars_figure(
-    models: Sequence[str], values: Sequence[float | None], title: str, y_title: str = ""
+    models: Sequence[str], values: Sequence[float | None], title: str, y_title: str = "", unit: str = ""
 ) -> go.Figure:
-    """One bar per model in the model's colour (latency, size)."""
+    """One bar per model in the model's colour (latency, size), each labelled with ``fmt(v, unit)``."""
     fig = go.Figure(
         go.Bar(
             x=[NAMES.get(m, m) for m in models],
             y=list(values),
             marker_color=[COLORS.get(m, "#999") for m in models],
-            text=[f"{v:,.3g}" if isinstance(v, (int, float)) else "" for v in values],
+            text=[fmt(v, unit) if isinstance(v, (int, float)) else "" for v in values],
             textposition="outside",
+            cliponaxis=False,
         )
     )
-    fig.update_layout(yaxis_title=y_title, showlegend=False)
+    top = max((v for v in values if isinstance(v, (int, float))), default=0) or 1
+    fig.update_layout(yaxis_title=y_title, showlegend=False, yaxis=dict(range=[0, top * 1.18]))
     return _layout(fig, title)
 
 

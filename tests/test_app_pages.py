@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -168,9 +169,46 @@ def test_metrics_page_charts(app, eval_result):
     assert any("maximum length" in t for t in titles) and any("latency" in t.lower() for t in titles)
     auroc = next(s for s in specs if "AUROC per finding" in s["layout"]["title"]["text"])
     assert [t["name"] for t in auroc["data"]] == ["Teacher", "Student (KD)", "Student (no KD)"]
-    assert len(at.table) == 1  # the retention scorecard
+    card = at.table[0].value  # the retention scorecard, formatted
+    assert card.loc["Parameters", "teacher"] == "30,000,000"
+    assert card.loc["Checkpoint (MB)", "teacher"] == "120 MB"
+    assert card.loc["Finding macro-AUROC", "student / teacher"] == "95.0 %"
+    assert not at.get("json")  # the protocol is a table, not raw JSON
+    protocol = at.table[1].value
+    assert protocol.loc["labeler", "protocol"] == "model.data.labeler.label_report"
     at.radio(key="met_trade_metric").set_value("bleu_4").run()
     assert not at.exception
+
+
+def test_metrics_page_readable_on_the_shipped_result(app, shipped_result_without_data):
+    result = shipped_result_without_data
+    at = _open(app, "metrics")
+    assert not at.get("json"), "protocol / real-set results must be tables, not raw JSON"
+    cells = [str(v) for t in at.table for v in t.value.to_numpy().ravel()]
+    assert cells and not [c for c in cells if re.search(r"\de[+-]\d", c)], "scientific notation in a table"
+    card = at.table[0].value
+    params = result["models"]["teacher"]["metrics"]["efficiency"]["parameters"]
+    assert card.loc["Parameters", "teacher"] == f"{params:,}"
+    assert card.loc["Checkpoint (MB)", "student"].endswith(" MB")
+    assert card.loc["Median latency (ms)", "student / teacher"].endswith(" %")
+    if result.get("real"):  # one table per real set beside the scorecard
+        assert len([m for m in at.markdown if m.value.split(":")[0].strip("*") in result["real"]]) == len(result["real"])
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        layout = spec["layout"]
+        assert layout["xaxis"]["automargin"] and layout["yaxis"]["automargin"]
+        assert layout["title"]["automargin"]
+        assert len(layout["title"]["text"]) <= 60, layout["title"]["text"]  # fits a half-width column
+        for trace in spec["data"]:
+            assert not any(re.search(r"\de[+-]\d", str(t)) for t in trace.get("text") or [])
+    rel = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "Reliability" in c.proto.spec)
+    assert all("ECE" in t["name"] for t in rel["data"] if t["name"] != "chance")  # ECE in the legend
+    flat = all(
+        max(c["clinical_f1"]) - min(c["clinical_f1"]) < 0.05
+        for per in result["tradeoff"]["curves"].values() for c in per.values()
+    )  # fmt: skip
+    notes = [i.value for i in at.info if "clinical-F1 curves are flat" in i.value]
+    assert bool(notes) == flat  # the page says why, exactly when the curves are flat
 
 
 def test_error_analysis_filters_and_export(app, eval_result):

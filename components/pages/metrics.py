@@ -2,8 +2,17 @@
 
 import streamlit as st
 
-from components.eval_data import metric, model_order, result_picker_ui, scorecard_frame
-from components.figures import NAMES, make_bar_figure, make_curve_figure, make_model_bars_figure
+from components.eval_data import (
+    data_caption,
+    format_scorecard,
+    metric,
+    model_order,
+    protocol_frames,
+    result_picker_ui,
+    scorecard_frame,
+    tradeoff_note,
+)
+from components.figures import NAMES, fmt, make_bar_figure, make_curve_figure, make_model_bars_figure
 from components.layout import render_page_header
 from model.types import FINDING_LABELS, FINDINGS, TREATMENT_LABELS, TREATMENTS, TUMOUR_CLASSES
 
@@ -19,21 +28,16 @@ if result is None:
 models = model_order(result)
 data = result.get("data") or {}
 st.caption(
-    f"Result **{result.get('name')}** ({result.get('created', '?')}): {data.get('n_cases', '?')} cases "
-    f"({data.get('n_cxr', '?')} CXR, {data.get('n_ct', '?')} CT) from {', '.join(data.get('sources') or [])}, "
-    f"split `{data.get('split', '?')}`. Models: {', '.join(NAMES.get(m, m) for m in models)}."
+    f"Result **{result.get('name')}** ({result.get('created', '?')}): {data_caption(data)}. "
+    f"Models: {', '.join(NAMES.get(m, m) for m in models)}."
 )
 
 st.subheader("Retention scorecard")
-st.caption("Each student's value divided by the teacher's, next to size and speed ratios.")
-card = scorecard_frame(result)
-st.table(
-    card.map(
-        lambda v: (
-            f"{v:,.4g}" if isinstance(v, (int, float)) and v == v else ("–" if v is None or v != v else v)
-        )
-    )
+st.caption(
+    "Each student's value as a percentage of the teacher's. Rows marked *lower* (calibration error, size, "
+    "latency) improve below 100 %."
 )
+st.table(format_scorecard(scorecard_frame(result)))
 
 st.subheader("Per-finding classification (chest X-ray)")
 col1, col2 = st.columns(2)
@@ -83,18 +87,30 @@ for m in models:
     if pts:
         rel[m] = ([p[0] for p in pts], [p[1] for p in pts])
 if rel:
-    ece = ", ".join(f"{NAMES.get(m, m)} {metric(result, m, f'calibration.{head}_ece') or 0:.3f}" for m in rel)
+    ece = {m: metric(result, m, f"calibration.{head}_ece") for m in rel}
+    rel = {f"{m} · ECE {fmt(ece[m])}" if ece[m] is not None else m: xy for m, xy in rel.items()}
     col2.plotly_chart(
-        make_curve_figure(rel, f"Reliability ({head}); ECE: {ece}", "confidence", "accuracy", True),
+        make_curve_figure(rel, f"Reliability: {head}", "confidence", "accuracy", True),
         key="met_rel",
     )
+else:
+    col2.info("No reliability bins for this head.")
 
 st.subheader("Length / detail trade-off")
 trade = result.get("tradeoff") or {}
 curves = trade.get("curves") or {}
-if curves:
+TRADE_METRICS = {
+    "clinical_f1": "clinical F1 (positive findings)",
+    "statement_recall": "statement recall (positives and negations)",
+    "positives_complete": "reports with every positive stated",
+    "bleu_4": "BLEU-4",
+    "clinical_example_f1": "clinical F1 (example-based)",
+    "mean_tokens": "mean words",
+}
+present = [k for k in TRADE_METRICS if any(k in cur for per in curves.values() for cur in per.values())]
+if curves and present:
     c1, c2 = st.columns([1, 2])
-    y_key = c1.radio("Metric", ["clinical_f1", "bleu_4", "clinical_example_f1"], key="met_trade_metric")
+    y_key = c1.radio("Metric", present, format_func=TRADE_METRICS.get, key="met_trade_metric")
     details = c2.multiselect(
         "Detail levels",
         trade.get("details") or [],
@@ -108,37 +124,51 @@ if curves:
             if cur and y_key in cur:
                 lines[f"{m} · {d}"] = (cur["max_new_tokens"], cur[y_key])
     st.plotly_chart(
-        make_curve_figure(lines, f"{y_key} vs maximum length", "max new tokens", y_key), key="met_tradeoff"
+        make_curve_figure(lines, f"{TRADE_METRICS[y_key]} vs maximum length", "max new tokens", y_key),
+        key="met_tradeoff",
     )
-    st.caption((trade.get("protocol") or {}).get("decoding", ""))
+    why = tradeoff_note(trade, models)
+    if why:
+        st.info(why)
+    st.caption(
+        f"{fmt(trade.get('n_cases'), 'count')} cases; "
+        + ((trade.get("protocol") or {}).get("decoding", "") or "")
+    )
 else:
     st.info("This result has no length/detail trade-off.")
 
 st.subheader("Latency and size")
 col1, col2, col3 = st.columns(3)
-for col, key, title in (
-    (col1, "efficiency.latency_median_ms", "Median latency (ms, batch 1)"),
-    (col2, "efficiency.parameters", "Parameters"),
-    (col3, "efficiency.checkpoint_mb", "Checkpoint (MB)"),
+for col, key, title, unit in (
+    (col1, "efficiency.latency_median_ms", "Median latency (batch 1)", "ms"),
+    (col2, "efficiency.parameters", "Parameters", "count"),
+    (col3, "efficiency.checkpoint_mb", "Checkpoint size", "MB"),
 ):
     col.plotly_chart(
-        make_model_bars_figure(models, [metric(result, m, key) for m in models], title), key=f"met_eff_{key}"
+        make_model_bars_figure(models, [metric(result, m, key) for m in models], title, unit=unit),
+        key=f"met_eff_{key}",
     )
 
 if result.get("real"):
     st.subheader("Real data sets")
+    st.caption("The same metrics on the real sets found at evaluation time (percentages of the teacher).")
     for name, section in result["real"].items():
-        st.markdown(f"**{name}**")
-        st.json(section, expanded=False)
+        trained = [NAMES.get(m, m) for m, r in (section.get("models") or {}).items() if r.get("trained_on_source")]
+        st.markdown(f"**{name}**: {data_caption(section.get('data') or {})}.")
+        if trained:
+            st.caption(f"Trained on this source (its training split): {', '.join(trained)}.")
+        card = scorecard_frame(section)
+        if card.empty:
+            st.caption("No headline metric for this set.")
+        else:
+            st.table(format_scorecard(card))
 
 with st.expander("Declared metric protocol"):
-    st.json(result.get("protocol") or {}, expanded=True)
-with st.expander("Evaluation config and environment"):
-    st.json(
-        {
-            "config": result.get("config"),
-            "environment": result.get("environment"),
-            "timing": result.get("timing"),
-        },
-        expanded=False,
-    )
+    for title, frame in protocol_frames(result.get("protocol") or {}):
+        st.markdown(f"**{title}**")
+        st.table(frame)
+with st.expander("Evaluation config, timing and environment"):
+    blocks = {k: result.get(k) for k in ("config", "timing", "environment") if isinstance(result.get(k), dict)}
+    for title, frame in protocol_frames(blocks):
+        st.markdown(f"**{title}**")
+        st.table(frame)
