@@ -167,18 +167,19 @@ def markdown_summary(result: Mapping) -> str:
         ]
     trade = result.get("tradeoff")
     if trade:
-        out += ["## Length / detail trade-off (clinical F1 micro / BLEU-4)", ""]
+        keys = ["clinical_f1", "statement_recall", "bleu_4"]  # statement_recall: results since it exists
+        keys = [k for k in keys if all(k in c for per in trade["curves"].values() for c in per.values())]
+        names = {"clinical_f1": "clinical F1 micro", "statement_recall": "statement recall", "bleu_4": "BLEU-4"}
+        out += [f"## Length / detail trade-off ({' / '.join(names[k] for k in keys)})", ""]
         caps = trade["max_new_tokens"]
         out.append("| model | detail | " + " | ".join(str(c) for c in caps) + " |")
         out.append("|---|---|" + "---|" * len(caps))
         for model, per_detail in trade["curves"].items():
             for detail, c in per_detail.items():
-                cells = [
-                    f"{_fmt(f, '{:.2f}')} / {_fmt(b, '{:.2f}')}"
-                    for f, b in zip(c["clinical_f1"], c["bleu_4"], strict=True)
-                ]
+                cells = [" / ".join(_fmt(v, "{:.2f}") for v in vals) for vals in zip(*(c[k] for k in keys), strict=True)]
                 out.append(f"| {model} | {detail} | " + " | ".join(cells) + " |")
-        out.append("")
+        out += ["", "Clinical F1 counts positive findings only and reports state them first, so it barely "
+                "moves with the cap; statement recall counts negations too (docs/eval_schema.md).", ""]  # fmt: skip
     timing = result.get("timing", {})
     out += ["## Timing", "", *[f"- {k}: {v}" for k, v in timing.items()], ""]
     return "\n".join(out)
