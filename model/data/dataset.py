@@ -54,11 +54,54 @@ def augment_image(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip((x - 0.5) * contrast + 0.5 + brightness, 0.0, 1.0).astype(np.float32)
 
 
+#: Intensity jitter ranges for real images: brightness, contrast and gamma differ by scanner, site and
+#: export (../shared/data/chest_ct: normal slices are far brighter than cancer ones), not by disease.
+#: Wide enough to cover that gap (median ~0.28 vs ~0.11 after a gamma of ~1.5), so the heads cannot
+#: lean on it. Issue 11.
+JITTER_GAMMA: tuple[float, float] = (0.6, 1.7)
+JITTER_CONTRAST: tuple[float, float] = (0.7, 1.3)
+JITTER_BRIGHTNESS: tuple[float, float] = (-0.12, 0.12)
+
+
+def intensity_jitter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random gamma, contrast and brightness change of a float image in [0, 1] (no geometry).
+
+    Gamma is drawn log-uniformly in JITTER_GAMMA (as likely to darken as to brighten), contrast
+    about the image's own mean (so contrast alone keeps the mean), then a brightness offset.
+    """
+    lo, hi = np.log(JITTER_GAMMA[0]), np.log(JITTER_GAMMA[1])
+    x = np.power(np.clip(x, 0.0, 1.0), float(np.exp(rng.uniform(lo, hi))))
+    mean = float(x.mean())
+    x = (x - mean) * rng.uniform(*JITTER_CONTRAST) + mean + rng.uniform(*JITTER_BRIGHTNESS)
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+def jitter_batch(images: torch.Tensor, rows: Sequence[bool], seed: Sequence[int]) -> torch.Tensor:
+    """``images`` (B, 1, S, S) in [0, 1] with :func:`intensity_jitter` on the rows where ``rows`` is
+    True; draws come from ``seed`` (e.g. ``(run seed, epoch, step)``) and the row, so a resumed or
+    replicated run sees the same jitter. Returns a new tensor; ``images`` is left as it was."""
+    out = images.clone()
+    for i, on in enumerate(rows):
+        if on:
+            rng = np.random.default_rng([*map(int, seed), i])
+            x = intensity_jitter(images[i, 0].detach().cpu().numpy(), rng)  # (S, S)
+            out[i, 0] = torch.from_numpy(x).to(out.dtype)
+    return out
+
+
+def is_real_source(source: str) -> bool:
+    """True for a real image set (``nih1000``, ``chest_ct``, an R2Gen set); False for phantoms / unknown."""
+    return bool(source) and not source.startswith("phantom")
+
+
 class ReportDataset(Dataset):
     """Items for the multi-task model (see docs/interfaces.md, "sources.py / dataset.py").
 
     ``detail``: a level of DETAIL_LEVELS, or "random" (one level per item, drawn from the seed and
     epoch). Samples without a report give ``report == ""`` and ``has_report == False``.
+    ``augment``: shift + mild gamma / contrast (:func:`augment_image`); ``intensity``: the wider
+    :func:`intensity_jitter` on items whose source :func:`is_real_source` ("real"), on every item
+    ("all"), or none ("off").
     """
 
     def __init__(
@@ -69,7 +112,10 @@ class ReportDataset(Dataset):
         seed: int = 0,
         augment: bool = False,
         cache: bool = False,
+        intensity: str = "off",
     ):
+        if intensity not in ("off", "real", "all"):
+            raise ValueError(f"intensity must be 'off', 'real' or 'all', not {intensity!r}")
         if detail != "random" and detail not in DETAIL_LEVELS:
             raise ValueError(f"detail must be 'random' or one of {DETAIL_LEVELS}, not {detail!r}")
         self.samples = list(samples)
@@ -78,6 +124,7 @@ class ReportDataset(Dataset):
         self.seed = int(seed)
         self.augment = augment
         self.cache = cache
+        self.intensity = intensity
         self.epoch = 0
         self._images: dict[int, np.ndarray] = {}  # index -> (S, S) uint8, when cache=True
 
@@ -102,6 +149,8 @@ class ReportDataset(Dataset):
         image = self.image_uint8(index).astype(np.float32) / 255.0
         if self.augment:
             image = augment_image(image, rng)
+        if self.intensity == "all" or (self.intensity == "real" and is_real_source(s.source)):
+            image = intensity_jitter(image, rng)
         detail = (
             DETAIL_LEVELS[int(rng.integers(len(DETAIL_LEVELS)))] if self.detail == "random" else self.detail
         )

@@ -99,6 +99,11 @@ class TrainConfig:
     # tokens say, so reports agree with the heads; the other rows keep it used to the heads' soft values
     time_budget_s: float | None = None  # wall-clock cap: the lr schedule is re-fitted to the steps that fit
     # (measured after warm-up); breaks bit-exact determinism across machines, so off by default
+    augment: str = "real"  # intensity / gamma jitter of training images, drawn per step from (seed, epoch,
+    # step): "real" = rows from real sets (their brightness tracks the site, not the disease; issue 11),
+    # "all", or "off" (model.data.dataset.intensity_jitter)
+    intensity_norm: bool | None = None  # per-image standardisation of the model input (zero mean, unit std),
+    # saved in the ModelConfig so serving does the same; None = on when the training data include a real set
     extra: dict = field(default_factory=dict)  # free-form notes copied into the model card
 
     def to_dict(self) -> dict:

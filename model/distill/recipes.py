@@ -147,14 +147,20 @@ def _command_line() -> str:
     return " ".join(["meddistill", *sys.argv[1:]]) if sys.argv else ""
 
 
-def _build(model_cfg, vocab_size: int, dropout: float | None, data: DataConfig):
-    """The preset with this run's vocabulary, input size (served the same) and sequence length."""
+def _build(
+    model_cfg, vocab_size: int, dropout: float | None, data: DataConfig, intensity_norm: bool | None = None
+):
+    """The preset with this run's vocabulary, input size (served the same), sequence length and input
+    normalisation (``TrainConfig.intensity_norm``; None = on when the run uses real sets)."""
     from model.networks import build_model
 
+    if intensity_norm is None:
+        intensity_norm = data.real_root is not None
     changes = {
         "vocab_size": vocab_size,
         "image_size": data.image_size,
         "max_len": max(model_cfg.max_len, data.max_len),
+        "input_norm": "per_image" if intensity_norm else "none",
     }
     if dropout is not None:
         changes["dropout"] = dropout
@@ -193,7 +199,7 @@ def train_supervised(
     val_samples = load_samples(data, "val")
     tokenizer, tok_origin = _tokenizer(labelled, tokenizer_from)
     torch.manual_seed(tcfg.seed)
-    model, cfg = _build(model_cfg, len(tokenizer), tcfg.dropout, data)
+    model, cfg = _build(model_cfg, len(tokenizer), tcfg.dropout, data, tcfg.intensity_norm)
     train_set = to_tensorset(labelled, tokenizer, data, tcfg.seed)
     val_set = to_tensorset(val_samples, tokenizer, data, tcfg.seed + 1)
     dcfg = DistillConfig().without_kd()
@@ -262,7 +268,7 @@ def distill_student(
     labelled, rest = split_labelled(train_all, data.labelled_frac, data.seed)
     val_samples = load_samples(data, "val")
     torch.manual_seed(tcfg.seed)
-    student, cfg = _build(student_cfg, len(tokenizer), tcfg.dropout, data)
+    student, cfg = _build(student_cfg, len(tokenizer), tcfg.dropout, data, tcfg.intensity_norm)
     lab_set = to_tensorset(labelled, tokenizer, data, tcfg.seed)
     parts = [lab_set]
     transfer_note = None

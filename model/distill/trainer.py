@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
+from model.data.dataset import is_real_source, jitter_batch
 from model.distill import ddp
 from model.distill.config import DistillConfig, TrainConfig
 from model.distill.losses import TERMS, TeacherTargets, distillation_loss
@@ -328,6 +329,10 @@ def fit(
             if train.detail_mode == "random":  # one detail level per batch: less padding, ~2x cheaper decoder
                 detail[idx] = int(detail[idx[0]])
             b = train.batch(idx, detail)
+            if tcfg.augment != "off":  # intensity jitter per step (issue 11); the TensorSet stays clean
+                rows = [tcfg.augment == "all" or is_real_source(train.sources[i] if train.sources else "")
+                        for i in idx.tolist()]  # fmt: skip
+                b["images"] = jitter_batch(b["images"], rows, (tcfg.seed, epoch, step))
             out, hint = dmodule(b)
             terms = distillation_loss(
                 out,

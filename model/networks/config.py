@@ -16,6 +16,8 @@ from model.types import CONTEXT_DIM, FINDINGS, TREATMENTS, TUMOUR_CLASSES, TUMOU
 ENCODERS: tuple[str, ...] = ("resnet50", "mobilenet_v3_small", "tiny_cnn")
 #: how the heads pool the feature map (see ``ModelConfig.head_pool``)
 HEAD_POOLS: tuple[str, ...] = ("avg", "avgmax")
+#: how the model input is normalised (see ``ModelConfig.input_norm``)
+INPUT_NORMS: tuple[str, ...] = ("none", "per_image")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class ModelConfig:
     head_dropout: float = 0.1  # dropout on pooled features before the heads
     head_pool: str = "avg"  # heads' input: "avg" (global average) | "avgmax" (average ++ max: small
     # lesions, a nodule or the fluid in a costophrenic angle, are not averaged away over the map)
+    input_norm: str = "none"  # "per_image": each image standardised to zero mean / unit std before the trunk,
+    # so a global brightness / contrast change cannot move the features (issue 11); "none": [0, 1] as given
     context_dim: int = CONTEXT_DIM  # PatientContext.to_vector() length
     context_hidden: int = 32  # MLP width that embeds the patient context for the treatment head
     n_findings: int = len(FINDINGS)  # findings head outputs (sigmoid)
@@ -48,6 +52,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; choose one of {ENCODERS}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {self.input_norm!r}; choose one of {INPUT_NORMS}")
         if self.head_pool not in HEAD_POOLS:
             raise ValueError(f"unknown head_pool {self.head_pool!r}; choose one of {HEAD_POOLS}")
         if self.d_model % self.n_heads:

@@ -45,6 +45,13 @@ def head_probabilities(heads: HeadOutput) -> torch.Tensor:
     ).detach()
 
 
+def standardize_images(images: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """(B, 1, S, S) -> each image at zero mean and unit standard deviation (``input_norm="per_image"``)."""
+    mean = images.mean((1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    std = images.std((1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    return (images - mean) / (std + eps)
+
+
 class ReportModel(nn.Module):
     """Encoder + heads + decoder. Build with :func:`build_model`."""
 
@@ -71,6 +78,8 @@ class ReportModel(nn.Module):
     # -- forward pieces ---------------------------------------------------------------------------
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 1, S, S) in [0, 1] -> features (B, C, h, w)."""
+        if self.cfg.input_norm == "per_image":
+            images = standardize_images(images)
         return self.encoder.forward_features(images)
 
     def forward_heads(self, features: torch.Tensor, context: torch.Tensor | None = None) -> HeadOutput:
