@@ -2,8 +2,8 @@
 
 ``audit_source(source)`` reads every image of a :class:`~model.data.sources.Source` once and reports:
 
-1. **Exact duplicates**: sha256 of the *decoded* pixels (float32 grayscale, as ``data.imaging.load_study``
-   gives the models, plus the shape), so a PNG re-saved with other compression, or the same slice stored as
+1. **Exact duplicates**: sha256 of the *decoded* pixels (grayscale in [0, 1] as ``data.imaging.load_study``
+   gives the models, quantised to 16 bits, plus the shape), so a PNG re-saved with other compression, or the same slice stored as
    RGB and RGBA, still counts as one image. Groups within a split and across splits, and label conflicts
    (one image under two labels).
 2. **Near duplicates**: two images whose 64-bit DCT perceptual hashes (pHash, as in the ``imagehash``
@@ -16,7 +16,9 @@
    patients, nor of a normal and a cancer CT slice, passes both. pHash alone does not separate them: chest
    radiographs look alike at low frequency, and 1 pair in 13,000 of different NIH patients is within
    6 bits (``k = 6`` would drop ~4 % of NIH held-out images for look-alikes). Crops of more than a few
-   per cent are not caught (no global hash catches them reliably).
+   per cent are not caught (no global hash catches them reliably). Phantoms are drawn from one template:
+   many distinct phantom cases correlate above 0.95, so on a phantom set the near-duplicate count
+   measures the template, not leakage (phantom sets are never cleaned).
 3. **Patients**: where the source knows a patient (``Sample.group``, a hashed key: NIH file names
    ``00000001_000.png`` carry patient 00000001), patients whose images sit in more than one split.
 4. **Shortcut probe**: a logistic regression on image-level statistics (width, height, colour mode,
@@ -24,9 +26,9 @@
    stratified 5-fold cross-validation. Accuracy far above the majority baseline is a warning: when the
    probe removes at least half of the baseline's errors (``shortcut_margin``; ``(acc - maj) / (1 - maj)``
    reads the same for balanced and imbalanced classes), the labels can be read off acquisition
-   properties, so a model may learn those instead of the disease. (Real disease also changes these statistics a little; the warning asks for a look,
-   it proves nothing alone.) A second probe on intensity statistics only shows whether converting to
-   one grayscale size is enough to remove the shortcut.
+   properties, so a model may learn those instead of the disease. (Real disease also changes these
+   statistics a little; the warning asks for a look, it proves nothing alone.) A second probe on
+   intensity statistics only shows whether converting to one grayscale size removes the shortcut.
 
 ``deduplicate(samples, fingerprints)`` is the cleaning rule ``sources.build_sources`` applies to real
 sets: walk the splits in the order train, val, test and drop an image when an exact copy was already
@@ -73,7 +75,7 @@ class AuditConfig:
 class Fingerprint:
     """What the audit knows about one image file."""
 
-    sha256: str  # of the decoded float32 grayscale pixels + shape
+    sha256: str  # of the decoded grayscale pixels (16-bit quantised) + shape
     phash: int  # 64-bit DCT perceptual hash
     thumb: np.ndarray  # (THUMB*THUMB,) float32, zero mean, unit norm: dot product = correlation
     width: int
@@ -126,7 +128,9 @@ def phash(pixels: np.ndarray) -> int:
 
 
 def pixel_sha256(pixels: np.ndarray) -> str:
-    arr = np.ascontiguousarray(pixels, dtype=np.float32)
+    """sha256 of the decoded pixels, quantised to 16 bits (so float rounding in the grayscale conversion
+    of an RGB(A) copy of an 8-bit gray image does not make it a different image) + the shape."""
+    arr = np.round(np.clip(np.asarray(pixels, dtype=np.float64), 0, 1) * 65535).astype("<u2")
     return hashlib.sha256(f"{arr.shape}".encode() + arr.tobytes()).hexdigest()
 
 
@@ -198,7 +202,9 @@ def _hashes(fps: Sequence[Fingerprint]) -> np.ndarray:
     return np.asarray([fp.phash for fp in fps], dtype=np.uint64)
 
 
-def copy_matrix(a: Sequence[Fingerprint], b: Sequence[Fingerprint], near_k: int, near_corr: float) -> np.ndarray:
+def copy_matrix(
+    a: Sequence[Fingerprint], b: Sequence[Fingerprint], near_k: int, near_corr: float
+) -> np.ndarray:
     """(len(a), len(b)) bool: same decoded pixels, or a confirmed near duplicate (module docstring)."""
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)), dtype=bool)
@@ -493,7 +499,7 @@ def _warnings(rep: AuditReport) -> list[str]:
     d = rep.duplicates
     if d["exact"]["cross_split_groups"]:
         out.append(
-            f"{rep.source}: {d['exact']['cross_split_groups']} images appear identically in more than one "
+            f"{rep.source}: {d['exact']['cross_split_groups']} image(s) appear identically in more than one "
             "split; evaluation on this split overstates accuracy. Drop the later copies (build_sources "
             "does this for the pipeline) or re-split."
         )
@@ -505,10 +511,12 @@ def _warnings(rep: AuditReport) -> list[str]:
         )
     within = sum(d["exact"]["within_split_extra_copies"].values())
     if within:
-        out.append(f"{rep.source}: {within} extra exact copies inside splits; they weigh those images double.")
+        out.append(
+            f"{rep.source}: {within} extra exact copies inside splits; they weigh those images double."
+        )
     if d["exact"]["label_conflicts"]:
         out.append(
-            f"{rep.source}: {d['exact']['label_conflicts']} images are stored under two different labels; "
+            f"{rep.source}: {d['exact']['label_conflicts']} image(s) stored under two different labels; "
             "check the labels of these files."
         )
     p = rep.patients

@@ -324,6 +324,7 @@ class R2GenSource(Source):
                 if not paths:
                     continue
                 reports = dict(entry.get("reports") or ({"standard": report} if report else {}))
+                patient = entry.get("subject_id") or entry.get("patient_id")  # MIMIC-CXR has subject_id
                 out.append(
                     Sample(
                         id=f"{self.name}:{entry['id']}",
@@ -336,7 +337,7 @@ class R2GenSource(Source):
                         report_origin="written" if report else "none",
                         finding_targets=findings if modality == "CXR" and labels else _unknown_findings(),
                         tumour_target=tumour,
-                        group=patient_key(self.name, str(entry.get("subject_id") or entry.get("patient_id") or "")),
+                        group=patient_key(self.name, str(patient or "")),
                     )
                 )
         return out
@@ -613,16 +614,40 @@ def build_sources(
         return out
     shared = Path(shared_dir)
     for sub in sorted(p for p in shared.iterdir() if p.is_dir()):
-        if (sub / "labels.csv").is_file():
-            out.append(NIHSource(sub / "labels.csv", sub, name=sub.name, clean=clean))
-        elif (sub / "annotation.json").is_file():
-            if (sub / "dataset.json").is_file():
-                out.append(PhantomSource(sub))  # a phantom set someone put there
-            else:
-                out.append(R2GenSource(sub / "annotation.json", sub, name=sub.name, clean=clean))
-        elif any(folder_class(p.name) for p in _class_dirs(sub)):
-            out.append(ClassFolderSource(sub, clean=clean))
+        src = open_source(sub, clean=clean)
+        if src is not None:
+            out.append(src)
     return out
+
+
+def open_source(path: str | Path, clean: bool = False) -> Source | None:
+    """The adapter that reads ``path`` (None if none does).
+
+    A folder with ``annotation.json`` (+ ``dataset.json``: our phantoms; else R2Gen), with
+    ``labels.csv`` (nih1000) or an NIH ``Data_Entry*.csv``, or with class folders; or the file itself:
+    an ``annotation.json`` or an NIH CSV. Phantom sets are never cleaned (each is unique by seed).
+    """
+    p = Path(path)
+    if p.is_file():
+        if p.suffix.lower() == ".json":
+            if (p.parent / "dataset.json").is_file() and p.name == "annotation.json":
+                return PhantomSource(p.parent)
+            return R2GenSource(p, p.parent, name=p.parent.name or "r2gen", clean=clean)
+        if p.suffix.lower() == ".csv":
+            return NIHSource(p, p.parent, name=p.parent.name or "nih", clean=clean)
+        return None
+    if not p.is_dir():
+        return None
+    if (p / "annotation.json").is_file():
+        if (p / "dataset.json").is_file():
+            return PhantomSource(p)  # a phantom set (written by generate-data)
+        return R2GenSource(p / "annotation.json", p, name=p.name, clean=clean)
+    csvs = [p / "labels.csv"] if (p / "labels.csv").is_file() else sorted(p.glob("Data_Entry*.csv"))
+    if csvs:
+        return NIHSource(csvs[0], p, name=p.name, clean=clean)
+    if any(folder_class(q.name) for q in _class_dirs(p)):
+        return ClassFolderSource(p, clean=clean)
+    return None
 
 
 def _class_dirs(root: Path) -> list[Path]:
