@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("pipeline", "run the whole default pipeline: data, teacher, students, evaluation"),
     "evaluate": ("evaluate", "evaluate checkpoints and write assets/eval/NAME.json"),
     "predict": ("predict", "predict findings and a report for one image file"),
+    "audit-data": ("audit_data", "audit a dataset: duplicates, patient leakage, shortcut probe"),
+    "train-guard": ("train_guard", "rebuild the input guard (modality classifier + per-model OOD probes)"),
 }
 
 
