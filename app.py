@@ -1,30 +1,33 @@
 """MedDistill Studio: Streamlit entry point (page config + navigation + the disclaimer).
 
-Run: streamlit run app.py --server.headless true --server.fileWatcherType none
+Run: streamlit run app.py   (settings in .streamlit/config.toml: offline, 64 MB uploads, no file watcher)
+
+Icons are emoji, never ``:material/...:``: a Material page icon makes the browser fetch the favicon from
+fonts.gstatic.com, and the app must work with no network.
 """
 
 import streamlit as st
 
 from components.layout import render_disclaimer
 
-st.set_page_config(page_title="MedDistill Studio", page_icon=":material/radiology:", layout="wide")
+st.set_page_config(page_title="MedDistill Studio", page_icon="🩻", layout="wide")
 
 PAGES = [
-    st.Page("components/pages/compare.py", title="Compare", icon=":material/compare:", default=True),
-    st.Page("components/pages/metrics.py", title="Metrics", icon=":material/monitoring:", url_path="metrics"),
+    st.Page("components/pages/compare.py", title="Compare", icon="⚖️", default=True),
+    st.Page("components/pages/metrics.py", title="Metrics", icon="📊", url_path="metrics"),
     st.Page(
         "components/pages/errors.py",
         title="Error analysis",
-        icon=":material/search_insights:",
+        icon="🔍",
         url_path="errors",
     ),
     st.Page(
         "components/pages/distillation.py",
         title="Distillation explained",
-        icon=":material/school:",
+        icon="🎓",
         url_path="distillation",
     ),
-    st.Page("components/pages/models.py", title="Models", icon=":material/badge:", url_path="models"),
+    st.Page("components/pages/models.py", title="Models", icon="🧾", url_path="models"),
 ]
 
 page = st.navigation(PAGES)

@@ -24,6 +24,19 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL_IDS = ("teacher", "student", "student_nokd")
 REQUIRED = ("teacher", "student")
 MODEL_TITLES = {"teacher": "Teacher", "student": "Student (KD)", "student_nokd": "Student (no KD)"}
+#: the one definition of a checkpoint's size, on every page and in the evaluation tables
+SIZE_HELP = (
+    "Checkpoint size: all files in the checkpoint folder (weights, OOD statistics, tokenizer, config, "
+    "model card, training log), as the evaluation measures it (model/evaluate/efficiency.py "
+    "checkpoint_bytes); 1 MB = 2^20 bytes."
+)
+
+
+def size_mb_text(size: dict) -> str:
+    """'66.1 MB' from a ``ModelSet.sizes`` entry (SIZE_HELP)."""
+    return f"{size.get('mb', 0.0):.1f} MB"
+
+
 ENV_VAR = "MEDDISTILL_CHECKPOINTS"
 
 
@@ -33,7 +46,7 @@ class ModelSet:
     dirs: dict[str, Path]  # model id -> checkpoint dir
     origin: str  # "env" | "shipped" | "demo"
     key: str  # cache key: changes when other weights are loaded
-    sizes: dict[str, dict] = field(default_factory=dict)  # model id -> {"params", "bytes"}
+    sizes: dict[str, dict] = field(default_factory=dict)  # model id -> {"params", "bytes", "mb"} (SIZE_HELP)
 
     @property
     def is_demo(self) -> bool:
@@ -117,35 +130,70 @@ def _demo_texts() -> list[str]:
         ]
 
 
-@st.cache_resource(show_spinner="Loading models (once per server)…")
-def _load_model_set(origin: str, key: str, dirs_items: tuple[tuple[str, str], ...]) -> ModelSet:
+@st.cache_resource(show_spinner=False)
+def _demo_dirs() -> dict[str, Path]:
+    return build_demo_checkpoints(Path(tempfile.mkdtemp(prefix="meddistill_demo_")))
+
+
+@st.cache_resource(show_spinner=False)
+def _load_predictor(model_id: str, path: str, key: str):
+    """One checkpoint, loaded once per server and set of weights (``key``), shared by all sessions."""
     from model.inference import Predictor
 
-    dirs = {m: Path(d) for m, d in dirs_items}
-    if origin == "demo":
-        dirs = build_demo_checkpoints(Path(tempfile.mkdtemp(prefix="meddistill_demo_")))
-    predictors = {m: Predictor.from_dir(dirs[m], m) for m in MODEL_IDS if m in dirs}
+    return Predictor.from_dir(Path(path), model_id)
+
+
+@st.cache_resource(show_spinner=False)
+def _load_model_set(origin: str, key: str, dirs_items: tuple[tuple[str, str], ...]) -> ModelSet:
+    dirs = _demo_dirs() if origin == "demo" else {m: Path(d) for m, d in dirs_items}
+    predictors = {m: _load_predictor(m, str(dirs[m]), key) for m in MODEL_IDS if m in dirs}
     _warm_up(predictors)
+    from model.evaluate.efficiency import checkpoint_bytes
+
     sizes = {}
     for m, p in predictors.items():
         params = sum(t.numel() for t in p.model.parameters())
-        nbytes = sum(f.stat().st_size for f in dirs[m].glob("*.safetensors"))
-        sizes[m] = {"params": int(params), "bytes": int(nbytes)}
+        size = checkpoint_bytes(dirs[m])  # the evaluation's definition: one size figure everywhere
+        sizes[m] = {"params": int(params), "bytes": size["checkpoint_bytes"], "mb": size["checkpoint_mb"]}
     return ModelSet(predictors=predictors, dirs=dirs, origin=origin, key=key, sizes=sizes)
 
 
 def _warm_up(predictors: dict) -> None:
-    """One tiny prediction each, so the first user's upload does not pay one-off kernel set-up."""
+    """One tiny prediction each, on the inference queue's thread, so the first user's upload does not
+    pay one-off kernel set-up."""
     import numpy as np
 
+    from model.serving import shared_queue
     from model.types import ReportStyle, Study
 
     study = Study(pixels=np.full((64, 64), 0.5, np.float32), modality="CXR", source="warm-up")
     for p in predictors.values():
         try:
-            p.predict(study, style=ReportStyle(max_new_tokens=4))
+            shared_queue().run(p.predict, study, style=ReportStyle(max_new_tokens=4))
         except Exception:  # warm-up is best effort; real errors surface on the page
             pass
+
+
+_READY: set[str] = set()  # model-set keys loaded in this process (only then no progress box)
+
+
+def _load_with_progress(origin: str, key: str, dirs_items: tuple[tuple[str, str], ...]) -> ModelSet:
+    """The first load in a process shows its steps (a few seconds; longer on a busy machine)."""
+    if key in _READY:
+        return _load_model_set(origin, key, dirs_items)
+    slot = st.empty()
+    with slot.status("Loading models (once per server)…", expanded=True) as status:
+        if origin == "demo":
+            status.write("Building untrained demo weights…")
+            _demo_dirs()
+        for m, d in dirs_items:
+            status.write(f"Loading the {MODEL_TITLES.get(m, m).lower()} ({Path(d).name})…")
+            _load_predictor(m, d, key)
+        status.write("Warming up (one tiny prediction per model)…")
+        ms = _load_model_set(origin, key, dirs_items)
+    _READY.add(key)
+    slot.empty()
+    return ms
 
 
 def load_model_set() -> ModelSet:
@@ -153,7 +201,7 @@ def load_model_set() -> ModelSet:
     origin, dirs = resolve_checkpoint_dirs()
     key = origin + ":" + _dir_key(dirs)
     try:
-        return _load_model_set(origin, key, tuple((m, str(d)) for m, d in sorted(dirs.items())))
+        return _load_with_progress(origin, key, tuple((m, str(d)) for m, d in sorted(dirs.items())))
     except Exception as err:  # a broken checkpoint must not take the app down
         if origin == "demo":
             raise
@@ -161,7 +209,7 @@ def load_model_set() -> ModelSet:
             f"Could not load the checkpoints ({md_error(err, 'loading checkpoints')}); falling back to "
             "untrained demo weights. Check assets/checkpoints (or MEDDISTILL_CHECKPOINTS) and restart."
         )
-        return _load_model_set("demo", "demo:", ())
+        return _load_with_progress("demo", "demo:", ())
 
 
 def describe_origin(ms: ModelSet) -> str:

@@ -1,7 +1,11 @@
 """Cached model calls for the pages: predictions, divergence and Grad-CAM per (image, model, style, context).
 
-The functions only call ``model.inference`` / ``model.explain``; caching keys are the image sha256, the
-model-set key (so new checkpoints invalidate old results), and reprs of the frozen style/context.
+The functions only call ``model.inference`` / ``model.explain``, always through the process-wide
+inference queue (``model.serving.shared_queue``: the thread policy, one FIFO for every session), so
+that concurrent sessions never oversubscribe the CPU. Caching keys are the image sha256, the model-set
+key (so new checkpoints invalidate old results), and reprs of the frozen style/context. Entries expire
+after ``TTL_S`` and all ``st.cache_data`` entries share the byte budget ``server.maxCacheDataSize`` of
+``.streamlit/config.toml``; what is cached here is small (no full-resolution arrays).
 """
 
 from __future__ import annotations
@@ -9,15 +13,28 @@ from __future__ import annotations
 import streamlit as st
 
 from components.escaping import md_error
-from components.model_store import ModelSet
+from components.model_store import MODEL_TITLES, ModelSet
+from components.progress import StepProgress
+from model.serving import shared_queue
 from model.types import Explanation, PatientContext, Prediction, ReportStyle, Study
 
+TTL_S = 3600  # s: results of a study nobody looked at for an hour go
 
-@st.cache_data(max_entries=256, show_spinner=False)
+
+def _on_queue(fn, *args, **kwargs):
+    return shared_queue().run(fn, *args, **kwargs)
+
+
+def _waiting_note() -> str:
+    n = shared_queue().pending()
+    return f" (after {n} job{'s' * (n != 1)} from other sessions)" if n else ""
+
+
+@st.cache_data(max_entries=256, ttl=TTL_S, show_spinner=False)
 def _predict(
     set_key: str, model_id: str, study_key: str, style_key: str, ctx_key: str, _ms, _study, _style, _ctx
 ):
-    return _ms.predictors[model_id].predict(_study, context=_ctx, style=_style)
+    return _on_queue(_ms.predictors[model_id].predict, _study, context=_ctx, style=_style)
 
 
 def predict_cached(
@@ -26,12 +43,46 @@ def predict_cached(
     return _predict(ms.key, model_id, study_key, repr(style), repr(context), ms, study, style, context)
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
+def _decoding_words(style: ReportStyle) -> str:
+    decoding = getattr(style, "decoding", "greedy")
+    beams = getattr(style, "num_beams", 1) or 1
+    return f"beam search, {beams} beams" if decoding == "beam" and beams > 1 else str(decoding)
+
+
+def predict_all(
+    ms: ModelSet,
+    model_ids: list[str],
+    study: Study,
+    study_key: str,
+    style: ReportStyle,
+    context: PatientContext,
+) -> dict[str, Prediction]:
+    """Each model's prediction, with a step-by-step progress box when it takes a while (first run,
+    beam search, a busy queue); a model that fails gets an error box and is left out."""
+    preds: dict[str, Prediction] = {}
+    with StepProgress("Writing reports…") as progress:
+        for m in model_ids:
+            title = MODEL_TITLES.get(m, m)
+            progress.step(f"{title}: findings and report ({_decoding_words(style)}){_waiting_note()}")
+            try:
+                preds[m] = predict_cached(ms, m, study, study_key, style, context)
+            except Exception as err:
+                st.error(f"{title} failed on this study: {md_error(err, 'prediction')}.")
+    return preds
+
+
+@st.cache_data(max_entries=128, ttl=TTL_S, show_spinner=False)
 def _divergence(set_key, study_key, tokens_key, ctx_key, detail, _ms, _study, _tokens, _ctx):
     from model.explain.divergence import token_divergence
 
-    return token_divergence(
-        _ms.predictors["teacher"], _ms.predictors["student"], _study, _tokens, context=_ctx, detail=detail
+    return _on_queue(
+        token_divergence,
+        _ms.predictors["teacher"],
+        _ms.predictors["student"],
+        _study,
+        _tokens,
+        context=_ctx,
+        detail=detail,
     )
 
 
@@ -46,7 +97,7 @@ def divergence_cached(ms: ModelSet, study: Study, study_key: str, tokens: list[s
         return None
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_data(max_entries=64, ttl=TTL_S, show_spinner=False)
 def _explain(
     set_key,
     model_id,
@@ -67,8 +118,15 @@ def _explain(
     from components.study_view import display_pixels
     from model.explain.gradcam import explain
 
-    exp = explain(
-        _ms.predictors[model_id], _study, target, method=method, context=_ctx, style=_style, tokens=_tokens
+    exp = _on_queue(
+        explain,
+        _ms.predictors[model_id],
+        _study,
+        target,
+        method=method,
+        context=_ctx,
+        style=_style,
+        tokens=_tokens,
     )
     # keep display-size maps in the cache: a 2k x 2k DICOM would otherwise cost 16 MB per entry
     return dataclasses.replace(exp, heatmap=display_pixels(exp.heatmap))
@@ -89,30 +147,33 @@ def explain_cached(
     is_sentence = target.startswith("sentence:")
     tokens_key = "\x1f".join(tokens or []) if is_sentence else ""
     style_key = repr(style) if is_sentence else ""
-    return _explain(
-        ms.key,
-        model_id,
-        study_key,
-        target,
-        method,
-        style_key,
-        repr(context),
-        tokens_key,
-        ms,
-        study,
-        context,
-        style,
-        tokens,
-    )
+    with StepProgress("Grad-CAM…") as progress:
+        progress.step(f"{MODEL_TITLES.get(model_id, model_id)}: {method} for {target}{_waiting_note()}")
+        return _explain(
+            ms.key,
+            model_id,
+            study_key,
+            target,
+            method,
+            style_key,
+            repr(context),
+            tokens_key,
+            ms,
+            study,
+            context,
+            style,
+            tokens,
+        )
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_data(max_entries=64, ttl=TTL_S, show_spinner=False)
 def _next_tokens(
     set_key, study_key, tokens_key, position, temperature, ctx_key, detail, _ms, _study, _tokens, _ctx
 ):
     from model.explain.divergence import next_token_distributions
 
-    return next_token_distributions(
+    return _on_queue(
+        next_token_distributions,
         _ms.predictors["teacher"],
         _ms.predictors["student"],
         _study,

@@ -4,21 +4,24 @@ import streamlit as st
 
 from components.cam_view import render_cam_panel
 from components.controls import patient_context_ui, report_style_ui
-from components.escaping import md_error
 from components.layout import render_model_origin, render_page_header
 from components.model_store import MODEL_TITLES, describe_origin, load_model_set, training_data_summary
 from components.prediction_view import (
     divergence_summary,
     render_findings,
     render_ground_truth,
+    render_guard_verdict,
     render_latency,
     render_ood_warning,
     render_report,
     render_treatments,
     render_tumour,
+    render_withheld,
+    show_anyway_ui,
 )
-from components.predictions import divergence_cached, predict_cached
+from components.predictions import divergence_cached, predict_all
 from components.study_view import render_study_viewer, study_picker_ui
+from model.guard import with_verdict
 
 render_page_header(
     "Compare teacher and student",
@@ -53,17 +56,26 @@ with col_truth:
         st.subheader("Ground truth")
         st.caption("Not available for uploaded or real studies.")
 
+# The input guard (model/guard) spoke when the study was picked: a refused study gets no report unless the
+# user explicitly asks for the models' output anyway.
+render_guard_verdict(study.verdict)
+anyway_key = f"cmp_anyway_{study.sha256[:12]}_{study.modality}"
+anyway = None
+if study.verdict is not None and not study.verdict.accepted:
+    anyway = show_anyway_ui(anyway_key)
+    if not anyway:
+        st.stop()
+    st.warning("Shown anyway at your request: the input guard refused this image.", icon=":material/warning:")
+
 model_ids = ["teacher", "student"] + (["student_nokd"] if show_nokd else [])
-preds = {}
-with st.spinner("Writing reports…"):
-    for m in model_ids:
-        try:
-            preds[m] = predict_cached(ms, m, study, picked.key, style, context)
-        except Exception as err:
-            st.error(f"{MODEL_TITLES[m]} failed on this study: {md_error(err, 'prediction')}.")
+preds = predict_all(ms, model_ids, study, picked.key, style, context)  # steps shown when slow
 if not preds:
     st.stop()
+preds = {m: with_verdict(study, p) for m, p in preds.items()}  # each model's own OOD check
 render_ood_warning(preds)
+if anyway is None and any(not p.verdict.accepted for p in preds.values()):
+    anyway = show_anyway_ui(anyway_key)
+shown = {m: p for m, p in preds.items() if p.verdict.accepted or anyway}
 
 # Reports first (plain), then Grad-CAM, then the divergence highlights fill the report slots: the
 # page shows both reports and both overlays before the four teacher-forced passes finish.
@@ -73,6 +85,10 @@ for col, (m, pred) in zip(cols, preds.items(), strict=True):
     with col, st.container(border=True):
         st.subheader(MODEL_TITLES[m])
         slots[m] = st.empty()
+        if m not in shown:
+            with slots[m].container():
+                render_withheld(pred)
+            continue
         with slots[m].container():
             render_report(pred, None, threshold, source=study.source)
         if study.modality == "CXR":
@@ -83,10 +99,11 @@ for col, (m, pred) in zip(cols, preds.items(), strict=True):
         render_latency(pred, ms.sizes.get(m))
         st.caption(f"Trained on: {training_data_summary(ms.predictors[m].card or {})}")
 
-render_cam_panel(ms, study, picked.key, preds, context, style, sample.masks if sample else None)
+if shown:
+    render_cam_panel(ms, study, picked.key, shown, context, style, sample.masks if sample else None)
 
-if highlight and "teacher" in preds and "student" in preds:
-    for m, pred in preds.items():
+if highlight and "teacher" in shown and "student" in shown:
+    for m, pred in shown.items():
         div = divergence_cached(ms, study, picked.key, pred.tokens, context, style.detail)
         if div is not None:
             with slots[m].container():

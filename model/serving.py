@@ -1,0 +1,169 @@
+"""One inference queue shared by every caller in a process (all Streamlit sessions): the thread policy.
+
+Why: torch gives each calling thread one OpenMP team of ``cores`` threads. Eight sessions predicting at
+once on a 2-core machine then run 16 spinning threads, and a core taken by another process stalls
+every barrier (a user test measured 4.4 s per teacher study instead of 0.2 s). Here model work goes
+through a small pool of inference threads that take jobs from one FIFO queue, so the number of busy
+torch threads never exceeds what the policy allows, and sessions are served in arrival order.
+
+A policy is ``workers`` inference threads, each job running with ``torch_threads`` intra-op threads
+(0 = adaptive: ``cores // busy workers``, so a lone job gets every core and concurrent jobs get one
+each). ``benchmarks/bench_threads.py`` measures the policies in ``POLICIES`` against calling torch
+directly from each session's thread; ``DEFAULT_POLICY`` is the one that measured best.
+
+``InferenceQueue.run`` from inside a job runs inline (no deadlock when a job calls another model
+function that also goes through the queue).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+POLICY_ENV = "MEDDISTILL_INFERENCE"  # names a POLICIES entry; unset = DEFAULT_POLICY
+
+
+@dataclass(frozen=True)
+class ThreadPolicy:
+    """How model calls share the CPU."""
+
+    workers: int = 1  # inference threads taking jobs from the shared queue (0 = no queue: run inline)
+    torch_threads: int = 0  # intra-op threads per job; 0 = adaptive (cores // busy workers, at least 1)
+
+
+POLICIES: dict[str, ThreadPolicy] = {
+    "inline": ThreadPolicy(workers=0, torch_threads=0),  # no queue; each caller uses torch's default
+    "inline-1": ThreadPolicy(workers=0, torch_threads=1),  # no queue; one torch thread per call
+    "queue-1x1": ThreadPolicy(workers=1, torch_threads=1),  # one worker, one torch thread
+    "queue-1xall": ThreadPolicy(workers=1, torch_threads=0),  # one worker, every core
+    "queue-cores-x1": ThreadPolicy(workers=-1, torch_threads=1),  # a worker per core, one thread each
+    "queue-cores-adaptive": ThreadPolicy(workers=-1, torch_threads=0),  # a worker per core, adaptive
+}
+DEFAULT_POLICY = "queue-cores-adaptive"
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+    future: Future
+
+
+class InferenceQueue:
+    """A FIFO of model calls served by ``policy.workers`` daemon threads (started lazily)."""
+
+    def __init__(self, policy: ThreadPolicy | str = DEFAULT_POLICY, cores: int | None = None):
+        self.policy = POLICIES[policy] if isinstance(policy, str) else policy
+        self.cores = cores or cpu_cores()
+        n = self.policy.workers
+        self.n_workers = self.cores if n < 0 else n
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._local = threading.local()  # .inside = True on worker threads
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0  # jobs running now
+        self._waiting = 0  # jobs queued, not started
+
+    # -- callers ------------------------------------------------------------------------------------
+    def submit(self, fn: Callable[..., T], *args, **kwargs) -> Future:
+        """Queue ``fn(*args, **kwargs)``; the future holds its result or its exception."""
+        future: Future = Future()
+        if self.n_workers == 0 or getattr(self._local, "inside", False):
+            self._run_job(_Job(fn, args, kwargs, future), queued=False)
+            return future
+        self._start()
+        with self._lock:
+            self._waiting += 1
+        self._jobs.put(_Job(fn, args, kwargs, future))
+        return future
+
+    def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """``fn(*args, **kwargs)`` on an inference thread; blocks; re-raises its exception here."""
+        return self.submit(fn, *args, **kwargs).result()
+
+    def pending(self) -> int:
+        """Jobs queued or running now (what a new job waits behind, roughly)."""
+        with self._lock:
+            return self._waiting + self._busy
+
+    def close(self) -> None:
+        """Stop the workers after the jobs already queued (tests; the app's queue lives with the process)."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._jobs.put(None)
+        for t in threads:
+            t.join(timeout=30)
+
+    # -- workers ------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        with self._lock:
+            while len(self._threads) < self.n_workers:
+                t = threading.Thread(target=self._serve, name=f"inference-{len(self._threads)}", daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _serve(self) -> None:
+        self._local.inside = True
+        while (job := self._jobs.get()) is not None:
+            self._run_job(job, queued=True)
+
+    def _threads_for_job(self, busy: int) -> int:
+        if self.policy.torch_threads > 0:
+            return self.policy.torch_threads
+        if self.n_workers == 0:
+            return 0  # inline + adaptive: leave torch's default alone
+        return max(1, self.cores // max(1, busy))
+
+    def _run_job(self, job: _Job, queued: bool) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        with self._lock:
+            if queued:
+                self._waiting -= 1
+            self._busy += 1
+            busy = self._busy
+        try:
+            n = self._threads_for_job(busy)
+            if n and getattr(self._local, "threads", 0) != n:
+                # torch's own count is process-wide, but OpenMP's team size is per calling thread:
+                # remember what this thread was given rather than asking torch
+                torch.set_num_threads(n)
+                self._local.threads = n
+            job.future.set_result(job.fn(*job.args, **job.kwargs))
+        except BaseException as err:  # handed to the caller, who re-raises it
+            job.future.set_exception(err)
+        finally:
+            with self._lock:
+                self._busy -= 1
+
+
+_shared: InferenceQueue | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_queue() -> InferenceQueue:
+    """The process-wide queue (policy from ``$MEDDISTILL_INFERENCE``, else ``DEFAULT_POLICY``)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            name = os.environ.get(POLICY_ENV) or DEFAULT_POLICY
+            _shared = InferenceQueue(POLICIES.get(name, POLICIES[DEFAULT_POLICY]))
+        return _shared
