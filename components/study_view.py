@@ -81,8 +81,8 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
     """Upload several files or pick a sample; bad uploads get an error each; returns the chosen study.
 
     Accepted uploads are kept for the session (components.uploads), so they survive a page switch.
-    When the newest upload is rejected, nothing is picked (None): no other study's reports may pass for
-    an answer to it.
+    When the newest upload is rejected, nothing is picked (None) unless an earlier upload was on show (it
+    stays, labelled as not the rejected file): a sample's reports must not pass for an answer to it.
     """
     fresh_visit = f"{key}_upload" not in st.session_state  # the uploader forgot its files (page switch)
     uploads = st.file_uploader(
@@ -124,8 +124,8 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
     if new:
         st.session_state[pick_key] = new[-1]
         st.session_state[seen_key] = seen + new
-    elif rejected.fresh:
-        st.session_state[pick_key] = None
+    elif rejected.fresh and not str(st.session_state.get(pick_key)).startswith("upload:"):
+        st.session_state[pick_key] = None  # a sample must not pass for the answer; an earlier upload stays
     elif opened is not None and st.session_state.pop(f"{key}_opened_new", False):
         st.session_state[pick_key] = f"opened:{opened.id}"
     value = st.session_state.get(pick_key)
