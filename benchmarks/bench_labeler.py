@@ -11,6 +11,9 @@ Agreement rule (one decision per evaluated label and report):
   name no negatives, and standard reports only a couple;
 - "uncertain" never agrees (our reports never hedge).
 
+Precision and recall per label count "positive" as the call: precision = TP / (TP + FP) over reports
+the labeler calls positive, recall = TP / (TP + FN) over reports whose truth is present.
+
 A stricter side figure checks the pertinent negatives: in detailed CXR reports every absent finding must be
 labelled "negative" (stated), not merely unmentioned.
 
@@ -82,6 +85,10 @@ def run(n: int, seed: int) -> dict:
                     c = per_label.setdefault(f"{modality}:{name}", Counter())
                     c["n"] += 1
                     c["agree"] += ok
+                    called = got[name] == "positive"
+                    c["tp"] += present and called
+                    c["fp"] += (not present) and called
+                    c["fn"] += present and not called
                     per_level[detail]["n"] += 1
                     per_level[detail]["agree"] += ok
                     if modality == "CXR" and detail == "detailed" and not present and name != "normal":
@@ -99,6 +106,16 @@ def run(n: int, seed: int) -> dict:
         "cases_per_modality": n,
         "seed": seed,
         "per_label": {k: round(c["agree"] / c["n"], 5) for k, c in sorted(per_label.items())},
+        "per_label_precision_recall": {
+            k: {
+                "precision": round(c["tp"] / max(c["tp"] + c["fp"], 1), 5),
+                "recall": round(c["tp"] / max(c["tp"] + c["fn"], 1), 5),
+                "positives": c["tp"] + c["fn"],
+            }
+            for k, c in sorted(per_label.items())
+        },
+        "min_precision": round(min(c["tp"] / max(c["tp"] + c["fp"], 1) for c in per_label.values()), 5),
+        "min_recall": round(min(c["tp"] / max(c["tp"] + c["fn"], 1) for c in per_label.values()), 5),
         "per_detail": {k: round(c["agree"] / c["n"], 5) for k, c in per_level.items()},
         "detailed_absent_stated_negative": round(strict["agree"] / max(strict["n"], 1), 5),
         "reports_labelled_per_s": round(n_reports / seconds, 1),
@@ -123,8 +140,10 @@ def main() -> None:
     )
     for k, v in result["per_detail"].items():
         print(f"  {k:9s} {v:.4f}")
+    print(f"  min precision {result['min_precision']:.4f}, min recall {result['min_recall']:.4f} (label: agreement P R)")
     for k, v in result["per_label"].items():
-        print(f"  {k:24s} {v:.4f}")
+        pr = result["per_label_precision_recall"][k]
+        print(f"  {k:24s} {v:.4f}  P {pr['precision']:.4f}  R {pr['recall']:.4f}  ({pr['positives']} present)")
     for e in result["errors"][:5]:
         print("  disagreement:", e)
     print(f"wrote {OUT}")

@@ -25,19 +25,35 @@ Steps, per sentence:
    effusion", "no interval change", "no increase" mention a finding that is still there (positive).
    Overlapping triggers: the longest wins ("cannot be excluded" over "not"); a mention covered by
    several scopes takes the nearest trigger.
+   Scope ends found on real reports (issue 11): "with" ends a forward scope ("no effusion with bilateral
+   small nodules": the nodules are present); so does a comma- or "and"-segment that opens with a
+   temporal or severity word ("No effusion or pneumothorax, stable, mild cardiomegaly"); a negation
+   runs up to 20 words so "No A to suggest B or C blunting to suggest D" negates D too; "evaluation
+   for X is limited" / "assess for" / "rule out" make X uncertain, not positive.
 4. **Aggregate** mentions per observation: positive > uncertain > negative > None, as CheXpert does.
 
 Decisions (documented because reasonable labelers differ):
 
-- "likely", "probably", "suspected", "borderline", "top normal" are *uncertain*; "consistent with",
-  "in keeping with", "compatible with" are *positive*.
+- "likely", "probably", "suspected", "top normal" are *uncertain*; "consistent with", "in keeping with",
+  "compatible with" are *positive*. "Borderline" follows ``LabelerConfig.borderline`` (default
+  *positive*: readers count "borderline cardiomegaly" as present).
 - "Lungs are clear" (also "lungs are otherwise clear", "clear lungs") implies consolidation
   (and CheXpert Lung Opacity) *negative*; nothing else (a clear-lung report may still have a
   nodule or atelectasis mentioned elsewhere, and an explicit mention always wins by aggregation).
   "Costophrenic angles are sharp" implies pleural effusion negative.
-- "opacity" / "airspace disease" / "infiltrate" / "pneumonia" / "consolidation" all map to our
-  ``consolidation`` finding; "nodular" / "linear" / "reticular" / "interstitial" / "ground glass"
-  opacities do not (they count only for CheXpert Lung Opacity).
+- Synonyms that reasonable labelers count differently are a table, ``SYNONYMS``, switched by
+  ``LabelerConfig`` (defaults: CheXpert-like and conservative, i.e. a word counts for a finding only
+  when it names that finding). "opacity" / "opacification" / "infiltrate" / "airspace disease" are
+  Lung Opacity, *not* consolidation (``opacity_as_consolidation=False``); "granuloma" is an old
+  healed infection, *not* a nodule nor a benign tumour (``granuloma_as_nodule=False``); "vascular /
+  pulmonary / venous congestion", "engorgement", "redistribution", "cephalization" are pulmonary venous
+  hypertension, *not* oedema (``congestion_as_edema=False``); "pneumonia" *is* consolidation
+  (``pneumonia_as_consolidation=True``, as NIH's Pneumonia label maps in ``sources.py``). On real
+  radiology reports the permissive choices cost precision (nodule 0.25, consolidation 0.41, oedema
+  0.47 with all three on). "Nodular" / "linear" / "reticular" / "interstitial" / "ground glass"
+  opacities never count as consolidation (CheXpert Lung Opacity only).
+- Uncertain policy (``LabelerConfig.uncertain``): "uncertain" is kept by default; "positive" (U-Ones)
+  or "negative" (U-Zeros) map it after aggregation, as in the CheXpert paper.
 - ``tumour_malignant``: radiologists report malignancy as a suspicion pending histology, so
   "suspicious for / concerning for / suggestive of malignancy" counts as *positive* for it
   ("possible malignancy" stays uncertain). "Spiculated" is a malignant mention; "benign",
@@ -79,6 +95,45 @@ CHEXPERT_OBSERVATIONS: tuple[str, ...] = (
 REPORT_LABELS: tuple[str, ...] = (*FINDINGS, "tumour_benign", "tumour_malignant", "normal")
 
 
+@dataclass(frozen=True)
+class LabelerConfig:
+    """Synonym and uncertainty choices (module docstring). Defaults: CheXpert-like, conservative."""
+
+    opacity_as_consolidation: bool = False  # "opacity", "infiltrate", "airspace disease" -> consolidation
+    granuloma_as_nodule: bool = False  # "granuloma" -> nodule (and a benign tumour on CT)
+    congestion_as_edema: bool = False  # "vascular congestion", "cephalization" ... -> oedema
+    pneumonia_as_consolidation: bool = True  # "pneumonia", "infection" -> consolidation
+    borderline: str = POSITIVE  # "borderline cardiomegaly": POSITIVE or UNCERTAIN
+    uncertain: str = UNCERTAIN  # output for uncertain labels: UNCERTAIN (keep), POSITIVE or NEGATIVE
+
+    def __post_init__(self) -> None:
+        if self.borderline not in (POSITIVE, UNCERTAIN):
+            raise ValueError(f"borderline must be {POSITIVE!r} or {UNCERTAIN!r}, not {self.borderline!r}")
+        if self.uncertain not in (UNCERTAIN, POSITIVE, NEGATIVE):
+            raise ValueError(f"uncertain must be one of uncertain/positive/negative, not {self.uncertain!r}")
+
+
+DEFAULT_CONFIG = LabelerConfig()
+
+#: Which internal observations count for which label of ``label_report``: (label, observation, switch).
+#: ``switch`` names the LabelerConfig field that turns the synonym on (None: always counted).
+SYNONYMS: tuple[tuple[str, str, str | None], ...] = (
+    ("consolidation", "consolidation", None),
+    ("consolidation", "pneumonia", "pneumonia_as_consolidation"),
+    ("consolidation", "airspace_opacity", "opacity_as_consolidation"),
+    ("nodule", "nodule", None),
+    ("nodule", "granuloma", "granuloma_as_nodule"),
+    ("tumour_benign", "tumour_benign", None),
+    ("tumour_benign", "granuloma", "granuloma_as_nodule"),
+    ("edema", "edema", None),
+    ("edema", "vascular_congestion", "congestion_as_edema"),
+)
+
+#: A negated broader term negates the narrower finding even when the synonym is off: "no airspace
+#: opacity" means no consolidation, while "opacity" alone does not mean consolidation. (label, observation)
+NEGATIVE_IMPLIES: tuple[tuple[str, str], ...] = (("consolidation", "airspace_opacity"),)
+
+
 # ----------------------------------------------------------------------------------------------
 # Observations: what a mention looks like
 
@@ -113,7 +168,8 @@ OBSERVATIONS: tuple[Observation, ...] = (
             r"\bheart\b",
             r"\bcardiomediastinal (silhouette|contours?|shadow)\b",
         ),
-        attributes=_ENLARGED[:3],
+        # "heart size is borderline": the "borderline" trigger decides (LabelerConfig.borderline)
+        attributes=(*_ENLARGED[:3], r"\bborderline\b"),
     ),
     Observation(
         "enlarged_cardiomediastinum",
@@ -150,7 +206,6 @@ OBSERVATIONS: tuple[Observation, ...] = (
             r"\blesions?\b",
             r"\bneoplasm\w*",
             r"\btumou?rs?\b",
-            r"\bgranulomas?\b",
             r"\bhamartomas?\b",
             r"\bcarcinoma\b",
         ),
@@ -158,8 +213,10 @@ OBSERVATIONS: tuple[Observation, ...] = (
             r"\bmass effect\b",
             r"\b(lytic|sclerotic|bone|bony|osseous|skin|cutaneous) lesions?\b",
             r"\bsoft tissue mass\b",
+            r"\bgranulomatous nodul\w*",  # counted with "granuloma" (LabelerConfig.granuloma_as_nodule)
         ),
     ),
+    Observation("granuloma", mentions=(r"\bgranulomas?\b", r"\bgranulomatous( nodul\w*)?")),
     Observation("consolidation", mentions=(r"\bconsolidat\w*",)),
     Observation(
         "pneumonia",
@@ -198,14 +255,22 @@ OBSERVATIONS: tuple[Observation, ...] = (
         "edema",
         mentions=(
             r"\bo?edema\w*",
-            r"\b(vascular|pulmonary|venous) (congestion|engorgement)\b",
-            r"\b(vascular|venous) (redistribution|diversion)\b",
             r"\bkerley\b",
             r"\bseptal lines\b",
-            r"\bcephali[sz]ation\b",
             r"\bfluid overload\b",
         ),
         exclude=(r"\b(soft tissue|subcutaneous|bone marrow|chest wall) o?edema\b",),
+        # "pulmonary vascularity is normal": negative; an attribute ("increased") is congestion, below
+        anchors=(r"\bpulmonary (vascularity|vasculature)\b", r"\bvascular markings\b"),
+    ),
+    Observation(
+        "vascular_congestion",
+        mentions=(
+            r"\b(vascular|pulmonary|venous) (congestion|engorgement)\b",
+            r"\b(vascular|venous) (redistribution|diversion)\b",
+            r"\bcephali[sz]ation\b",
+            r"\bcongestive\b(?! heart)",
+        ),
         anchors=(r"\bpulmonary (vascularity|vasculature)\b", r"\bvascular markings\b"),
         attributes=(r"\bcongest\w*", r"\bengorg\w*", r"\bprominen\w*", r"\bincreased\b", r"\bindistinct\b"),
     ),
@@ -258,9 +323,8 @@ OBSERVATIONS: tuple[Observation, ...] = (
         "tumour_benign",
         mentions=(
             r"\bbenign\w*",
-            r"\bgranulomas?\b",
             r"\bhamartomas?\b",
-            r"\bcalcified (nodule|granuloma|lesion)s?\b",
+            r"\bcalcified (nodule|lesion)s?\b",
         ),
     ),
 )
@@ -288,7 +352,7 @@ class Trigger:
     """A cue word and its scope."""
 
     pattern: str
-    kind: str  # "neg" | "unc" | "pseudo"
+    kind: str  # "neg" | "unc" | "pseudo" | "borderline" (LabelerConfig.borderline decides)
     direction: str = "pre"  # "pre" (forward), "post" (backward) or "both"
     lists: bool = True  # a forward scope runs on over comma-separated lists
     max_words: int = 12  # forward scope length cap
@@ -317,12 +381,13 @@ TRIGGERS: tuple[Trigger, ...] = tuple(
         "|no further change|gram negative",
         "pseudo",
     )
-    # negation, forward over lists
+    # negation, forward over lists (20 words: "No A to suggest B or C blunting to suggest D" negates D)
     + _t(
         "no|not|without|free of|negative for|absence of|absent|no (radiographic |definite )?evidence of"
         "|no signs? of|no features of|rather than|instead of|resolution of|resolved|clear of|nor|neither"
         "|never|no new|no longer|excluding|ruled out",
         "neg",
+        max_words=20,
     )
     # negation, forward within a few words ("normal heart size", "clear lungs")
     + _t("normal|clear|unremarkable", "neg", direction="both", lists=False, max_words=4)
@@ -343,7 +408,21 @@ TRIGGERS: tuple[Trigger, ...] = tuple(
         "|differential (diagnosis )?(includes|include|of)|possibility of|equivocal|indeterminate",
         "unc",
     )
-    + _t("borderline|top normal|upper limits? of normal", "unc", direction="both", lists=False, max_words=4)
+    + _t("top normal|upper limits? of normal", "unc", direction="both", lists=False, max_words=4)
+    + _t("borderline", "borderline", direction="both", lists=False, max_words=4)
+    # not assessed: "evaluation for pneumothorax is limited", "rule out pneumonia" (uncertain, not positive)
+    + _t(
+        "(limited )?(evaluation|assessment) for|limited (evaluation|assessment) of"
+        "|(to )?(evaluate|assess) for|rule out|r/o|to exclude",
+        "unc",
+        lists=True,
+    )
+    + _t(
+        "(is|are) limited|(is|are) not (well )?(assessed|evaluated)|cannot be (assessed|evaluated)"
+        "|difficult to (assess|evaluate)",
+        "unc",
+        direction="post",
+    )
     + _t(
         "(highly |very )?suspicious (for|of)|concerning for|concern for|suggestive of|suggesting|suggests",
         "unc",
@@ -370,7 +449,12 @@ _BOUNDARY = re.compile(r",|\band\b")  # where a forward scope may end (see _forw
 _NEW_CLAUSE = re.compile(
     r"^\s*(the|there|this|these|it|a|an|with|heart|lungs?)\b"
     r"|^\s*\w+(\s+\w+)?\s+(is|are|was|were|has|have|remains?|appears?|demonstrates?|shows?)\b"
+    # a temporal or severity word opens a statement of what is there: "No effusion, stable, mild cardiomegaly"
+    r"|^\s*(stable|unchanged|persistent|persisting|new|newly|again|redemonstrat\w*|increas\w*|decreas\w*"
+    r"|improv\w*|worse\w*|worsen\w*|mild|mildly|moderate|moderately|severe|severely|small|large|trace"
+    r"|minimal|minimally|marked|markedly|slight|slightly|enlarged|bilateral|chronic)\b"
 )
+_SCOPE_STOP = re.compile(r"\bwith\b")  # "no X with bilateral small Y": Y is present
 _WORD = re.compile(r"\S+")
 
 
@@ -416,6 +500,9 @@ def _forward_end(clause: str, start: int, trig: Trigger) -> int:
     words = list(_WORD.finditer(clause, start))
     if len(words) > trig.max_words:
         end = words[trig.max_words - 1].end()
+    stop = _SCOPE_STOP.search(clause, start, end)
+    if stop:
+        end = stop.start()
     for b in _BOUNDARY.finditer(clause, start, end):
         if not trig.lists and b.group() == ",":
             return b.start()
@@ -450,7 +537,9 @@ def _scopes(clause: str) -> list[_Scope]:
     return scopes
 
 
-def _status(spans: list[tuple[int, int]], scopes: list[_Scope], obs: Observation) -> str:
+def _status(
+    spans: list[tuple[int, int]], scopes: list[_Scope], obs: Observation, cfg: LabelerConfig = DEFAULT_CONFIG
+) -> str:
     """Label of one mention (its spans: the words themselves, or an anchor and its attribute)."""
     best, best_dist = None, None
     for sc in scopes:
@@ -463,6 +552,8 @@ def _status(spans: list[tuple[int, int]], scopes: list[_Scope], obs: Observation
         return POSITIVE
     if best.kind == "neg":
         return NEGATIVE
+    if best.kind == "borderline":
+        return cfg.borderline
     return POSITIVE if (best.suspicion and obs.suspicion_is_positive) else UNCERTAIN
 
 
@@ -476,7 +567,7 @@ def _segment_of(clause: str, pos: int) -> tuple[int, int]:
     return start, (len(clause) if end < 0 else end)
 
 
-def _label_clause(clause: str, out: dict[str, str | None]) -> None:
+def _label_clause(clause: str, out: dict[str, str | None], cfg: LabelerConfig) -> None:
     scopes = _scopes(clause)
 
     def put(name: str, status: str) -> None:
@@ -489,16 +580,16 @@ def _label_clause(clause: str, out: dict[str, str | None]) -> None:
         for s, e in _matches(mentions, clause):
             if any(s < xe and xs < e for xs, xe in excluded):
                 continue
-            put(name, _status([(s, e)], scopes, obs))
+            put(name, _status([(s, e)], scopes, obs, cfg))
         for s, e in _matches(anchors, clause):
             if any(s < xe and xs < e for xs, xe in excluded):
                 continue
             seg_s, seg_e = _segment_of(clause, s)
             attrs = [a for a in _matches(attributes, clause) if seg_s <= a[0] and a[1] <= seg_e]
             if attrs:
-                put(name, _status([(s, e), *attrs], scopes, obs))
+                put(name, _status([(s, e), *attrs], scopes, obs, cfg))
             else:  # a neutral mention: only a negation or uncertainty makes it a label
-                status = _status([(s, e)], scopes, obs)
+                status = _status([(s, e)], scopes, obs, cfg)
                 if status != POSITIVE:
                     put(name, status)
     for rx, names in _IMPLIED_RE:
@@ -507,12 +598,13 @@ def _label_clause(clause: str, out: dict[str, str | None]) -> None:
                 put(name, NEGATIVE)
 
 
-def label_observations(text: str) -> dict[str, str | None]:
+def label_observations(text: str, config: LabelerConfig | None = None) -> dict[str, str | None]:
     """Every internal observation (``OBSERVATIONS`` names) -> label, before mapping to label sets."""
+    cfg = config or DEFAULT_CONFIG
     out: dict[str, str | None] = {o.name: None for o in OBSERVATIONS}
     for sentence in split_sentences(text.lower()):
         for clause in _clauses(sentence):
-            _label_clause(clause, out)
+            _label_clause(clause, out, cfg)
     return out
 
 
@@ -520,31 +612,53 @@ def _merge(*labels: str | None) -> str | None:
     return max(labels, key=lambda v: _RANK[v])
 
 
-def _abnormal(obs: dict[str, str | None]) -> bool:
-    return any(v in (POSITIVE, UNCERTAIN) for k, v in obs.items() if k != "support_devices")
+def _abnormal(obs: dict[str, str | None], cfg: LabelerConfig) -> bool:
+    # a healed granuloma is reported on normal studies; it counts only when counted as a nodule
+    ignore = {"support_devices"} | (set() if cfg.granuloma_as_nodule else {"granuloma"})
+    return any(v in (POSITIVE, UNCERTAIN) for k, v in obs.items() if k not in ignore)
 
 
-def label_report(text: str) -> dict[str, str | None]:
-    """Our label space (``REPORT_LABELS``) -> "positive" | "negative" | "uncertain" | None."""
-    obs = label_observations(text)
+def _synonym_merge(label: str, obs: dict[str, str | None], cfg: LabelerConfig) -> str | None:
+    """``label``'s value: its observations in ``SYNONYMS`` that ``cfg`` switches on, aggregated."""
+    on = [o for lab, o, switch in SYNONYMS if lab == label and (switch is None or getattr(cfg, switch))]
+    return _merge(*(obs[o] for o in on))
+
+
+def _apply_uncertain(out: dict[str, str | None], cfg: LabelerConfig) -> dict[str, str | None]:
+    if cfg.uncertain == UNCERTAIN:
+        return out
+    return {k: (cfg.uncertain if v == UNCERTAIN else v) for k, v in out.items()}
+
+
+def label_report(text: str, config: LabelerConfig | None = None) -> dict[str, str | None]:
+    """Our label space (``REPORT_LABELS``) -> "positive" | "negative" | "uncertain" | None.
+
+    ``config``: synonym switches and the uncertain policy (``LabelerConfig``; default CheXpert-like).
+    """
+    cfg = config or DEFAULT_CONFIG
+    obs = label_observations(text, cfg)
     out = {name: obs[name] for name in FINDINGS if name in obs}
-    out["consolidation"] = _merge(obs["consolidation"], obs["pneumonia"], obs["airspace_opacity"])
-    out["tumour_benign"] = obs["tumour_benign"]
+    for label in {lab for lab, _, _ in SYNONYMS}:
+        out[label] = _synonym_merge(label, obs, cfg)
+    for label, o in NEGATIVE_IMPLIES:
+        if obs[o] == NEGATIVE:
+            out[label] = _merge(out[label], NEGATIVE)
     out["tumour_malignant"] = obs["tumour_malignant"]
-    out["normal"] = None if not text.strip() else (NEGATIVE if _abnormal(obs) else POSITIVE)
-    return {k: out[k] for k in REPORT_LABELS}
+    out["normal"] = None if not text.strip() else (NEGATIVE if _abnormal(obs, cfg) else POSITIVE)
+    return _apply_uncertain({k: out[k] for k in REPORT_LABELS}, cfg)
 
 
-def label_report_chexpert(text: str) -> dict[str, str | None]:
+def label_report_chexpert(text: str, config: LabelerConfig | None = None) -> dict[str, str | None]:
     """The 14 CheXpert observations -> "positive" | "negative" | "uncertain" | None."""
-    obs = label_observations(text)
+    cfg = config or DEFAULT_CONFIG
+    obs = label_observations(text, cfg)
     pathology = {k: v for k, v in obs.items() if k not in ("tumour_benign", "tumour_malignant")}
     out = {
         "Enlarged Cardiomediastinum": obs["enlarged_cardiomediastinum"],
         "Cardiomegaly": obs["cardiomegaly"],
         "Lung Opacity": _merge(obs["airspace_opacity"], obs["lung_opacity_other"]),
-        "Lung Lesion": obs["nodule"],
-        "Edema": obs["edema"],
+        "Lung Lesion": _synonym_merge("nodule", obs, cfg),
+        "Edema": _synonym_merge("edema", obs, cfg),
         "Consolidation": obs["consolidation"],
         "Pneumonia": obs["pneumonia"],
         "Atelectasis": obs["atelectasis"],
@@ -554,5 +668,5 @@ def label_report_chexpert(text: str) -> dict[str, str | None]:
         "Fracture": obs["fracture"],
         "Support Devices": obs["support_devices"],
     }
-    out["No Finding"] = None if (_abnormal(pathology) or not text.strip()) else POSITIVE
-    return {k: out[k] for k in CHEXPERT_OBSERVATIONS}
+    out["No Finding"] = None if (_abnormal(pathology, cfg) or not text.strip()) else POSITIVE
+    return _apply_uncertain({k: out[k] for k in CHEXPERT_OBSERVATIONS}, cfg)
