@@ -14,6 +14,7 @@ from components.eval_data import (
 )
 from components.figures import NAMES, fmt, make_bar_figure, make_curve_figure, make_model_bars_figure
 from components.layout import render_page_header
+from components.limitations import render_counterfactual
 from model.types import FINDING_LABELS, FINDINGS, TREATMENT_LABELS, TREATMENTS, TUMOUR_CLASSES
 
 render_page_header(
@@ -105,7 +106,7 @@ TRADE_METRICS = {
     "positives_complete": "reports with every positive stated",
     "bleu_4": "BLEU-4",
     "clinical_example_f1": "clinical F1 (example-based)",
-    "mean_tokens": "mean words",
+    "mean_tokens": "mean tokens",
 }
 present = [k for k in TRADE_METRICS if any(k in cur for per in curves.values() for cur in per.values())]
 if curves and present:
@@ -124,7 +125,7 @@ if curves and present:
             if cur and y_key in cur:
                 lines[f"{m} · {d}"] = (cur["max_new_tokens"], cur[y_key])
     st.plotly_chart(
-        make_curve_figure(lines, f"{TRADE_METRICS[y_key]} vs maximum length", "max new tokens", y_key),
+        make_curve_figure(lines, f"{TRADE_METRICS[y_key]} vs maximum length", "max new tokens", TRADE_METRICS[y_key]),
         key="met_tradeoff",
     )
     why = tradeoff_note(trade, models)
@@ -162,6 +163,7 @@ if result.get("real"):
             st.caption("No headline metric for this set.")
         else:
             st.table(format_scorecard(card))
+        render_counterfactual(section.get("counterfactual"))
 
 with st.expander("Declared metric protocol"):
     for title, frame in protocol_frames(result.get("protocol") or {}):

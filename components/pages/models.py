@@ -4,7 +4,15 @@ import streamlit as st
 
 from components.eval_data import HEADLINE, list_results, load_result, metric
 from components.layout import render_model_origin, render_page_header
-from components.model_store import MODEL_TITLES, describe_origin, load_model_set, training_data_summary
+from components.limitations import render_known_limitations
+from components.model_store import (
+    MODEL_TITLES,
+    SIZE_HELP,
+    describe_origin,
+    load_model_set,
+    size_mb_text,
+    training_data_summary,
+)
 from components.training_log import file_sha256
 
 render_page_header("Model cards", "What each model is, what it was trained on, and how big it is.")
@@ -27,7 +35,7 @@ for model_id, predictor in ms.predictors.items():
         st.subheader(MODEL_TITLES.get(model_id, model_id))
         c1, c2, c3 = st.columns(3)
         c1.metric("Parameters", f"{size.get('params', 0) / 1e6:.2f} M")
-        c2.metric("Checkpoint size", f"{size.get('bytes', 0) / 1e6:.1f} MB")
+        c2.metric("Checkpoint size", size_mb_text(size), help=SIZE_HELP)
         c3.metric("Preset", str(card.get("arch_name") or card.get("arch") or "?"))
         if card.get("untrained"):
             st.error("Untrained demo weights (random initialisation).")
@@ -39,6 +47,7 @@ for model_id, predictor in ms.predictors.items():
         if training.get("command"):
             st.markdown(f"**Command:** `{training['command']}`")
         st.markdown("**Intended use:** demonstration and teaching only; not for clinical use.")
+        render_known_limitations(card)
         val = (card.get("metrics") or {}).get("validation")
         if val:
             st.markdown(
