@@ -7,7 +7,19 @@ import html
 import numpy as np
 import streamlit as st
 
-from model.types import FINDING_LABELS, FINDINGS, TREATMENT_LABELS, TUMOUR_CLASSES, CaseTruth, Prediction
+from components.escaping import md
+from components.model_store import size_mb_text
+from model.types import (
+    FINDING_LABELS,
+    FINDINGS,
+    TREATMENT_LABELS,
+    TREATMENT_THRESHOLD,
+    TUMOUR_CLASSES,
+    CaseTruth,
+    GuardVerdict,
+    Prediction,
+    split_treatments,
+)
 
 PUNCT = {".", ",", ";", ":", "!", "?", ")"}
 
@@ -54,9 +66,24 @@ def report_html(tokens: list[str], divergence=None, threshold: float = 0.15, sou
     )
 
 
+def shortened_note(pred: Prediction) -> str:
+    """The line under a report the token cap cut ("" when the report ended by itself)."""
+    if not pred.truncated:
+        return ""
+    n = pred.token_limit or len(pred.tokens)
+    if pred.tokens and pred.tokens[-1] == ".":
+        return (
+            f"(shortened to {n} tokens: the unfinished last sentence was dropped; raise "
+            "*Maximum length* in the sidebar to read the rest)"
+        )
+    return f"(shortened to {n} tokens: not one full sentence fits; raise *Maximum length* in the sidebar)"
+
+
 def render_report(pred: Prediction, divergence=None, threshold: float = 0.15, source: str = "") -> None:
     st.markdown("**Report**")
     st.html(report_html(pred.tokens, divergence, threshold, source))
+    if pred.truncated:
+        st.caption(shortened_note(pred))
     with st.expander("Report as plain text"):
         st.text(pred.report)
 
@@ -84,14 +111,32 @@ def render_tumour(pred: Prediction, truth: CaseTruth | None = None) -> None:
     st.markdown(line)
 
 
-def render_treatments(pred: Prediction, top: int = 3) -> None:
-    """The most probable formulary items; the rulebook's reasons sit in an expander."""
+def render_treatments(pred: Prediction) -> None:
+    """Suggestions the rulebook supports for this model's findings at p >= TREATMENT_THRESHOLD, each with
+    its reason; every other formulary item sits in an "Other suggestions" expander with its reason."""
     st.markdown("**Treatment suggestions** (educational formulary, not advice)")
-    shown = pred.treatments[:top]
-    st.markdown("\n".join(f"- {TREATMENT_LABELS.get(t.name, t.name)}: {t.probability:.2f}" for t in shown))
-    with st.expander("Why (rulebook reasons)"):
-        for t in shown:
-            st.markdown(f"**{TREATMENT_LABELS.get(t.name, t.name)}**: {t.reason}")
+    shown, others = split_treatments(pred.treatments)
+    if shown:
+        st.markdown(
+            "\n".join(
+                f"- **{TREATMENT_LABELS.get(t.name, t.name)}** ({t.probability:.2f})  \n"
+                f"  <small>{html.escape(t.reason)}</small>"
+                for t in shown
+            ),
+            unsafe_allow_html=True,
+        )
+    else:
+        st.markdown(
+            f"No suggestion: no formulary item is both at p ≥ {TREATMENT_THRESHOLD:.2f} and supported by "
+            "the rulebook for this model's findings."
+        )
+    with st.expander(f"Other suggestions ({len(others)}): below {TREATMENT_THRESHOLD:.2f} or not supported"):
+        for t in others:
+            st.markdown(
+                f"- {TREATMENT_LABELS.get(t.name, t.name)} ({t.probability:.2f})  \n"
+                f"  <small>{html.escape(t.reason)}</small>",
+                unsafe_allow_html=True,
+            )
 
 
 def render_latency(pred: Prediction, size: dict | None = None) -> None:
@@ -99,7 +144,7 @@ def render_latency(pred: Prediction, size: dict | None = None) -> None:
     parts = [f"{k} {v:.0f} ms" for k, v in lat.items() if k != "total"]
     text = f":material/timer: {lat.get('total', sum(lat.values())):.0f} ms ({', '.join(parts)})"
     if size:
-        text += f" · :material/memory: {size['params'] / 1e6:.2f} M params, {size['bytes'] / 1e6:.1f} MB"
+        text += f" · :material/memory: {size['params'] / 1e6:.2f} M params, {size_mb_text(size)} checkpoint"
     st.caption(text)
 
 
@@ -128,15 +173,57 @@ def render_ground_truth(
             )
 
 
+#: the one label of the escape hatch on a refused image (page); the CLI's is --force
+ANYWAY_LABEL = "Show the models' output anyway (the input guard refused this image: outputs are not meaningful for it)"
+CHECK_TITLES = {
+    "modality": "not a chest X-ray or chest CT slice",
+    "modality_mismatch": "DICOM header and pixels disagree",
+}
+
+
+def _check_title(check: str) -> str:
+    if check.startswith("ood:"):
+        return f"{check[4:]} out-of-distribution score"
+    return CHECK_TITLES.get(check, check)
+
+
+def show_anyway_ui(key: str) -> bool:
+    """The explicit, clearly labelled choice to see the models' output on a refused image."""
+    return st.checkbox(ANYWAY_LABEL, value=False, key=key)
+
+
+def render_guard_verdict(verdict: GuardVerdict | None) -> None:
+    """The input guard's sentence for a study: a caption when accepted, an error box when refused."""
+    if verdict is None:
+        return
+    if verdict.accepted:
+        if verdict.reason:
+            st.caption(f":material/verified_user: {md(verdict.reason)}")
+        return
+    st.error(
+        f"**Input guard: no report for this image** ({_check_title(verdict.check)}; score {verdict.score:.2f}, "
+        f"threshold {verdict.threshold:.2f}). {md(verdict.reason)}",
+        icon=":material/gpp_bad:",
+    )
+
+
+def render_withheld(pred: Prediction) -> None:
+    """What a model column shows instead of its output when the guard withheld it."""
+    st.info(f"**Report withheld.** {md(pred.verdict.reason if pred.verdict else '')}", icon=":material/block:")
+
+
 def render_ood_warning(preds: dict[str, Prediction]) -> None:
-    flagged = [m for m, p in preds.items() if p.ood_flag]
-    if flagged:
-        scores = ", ".join(f"{m} {preds[m].ood_score:.1f}" for m in flagged)
-        st.warning(
-            "**Out of distribution:** this image is unlike the training data "
-            f"(OOD score {scores}). Treat every output below with extra suspicion.",
-            icon=":material/report:",
-        )
+    """One line per model whose own OOD check fired (the guard's sentence when the verdict is attached)."""
+    for m, p in preds.items():
+        v = p.verdict
+        if v is not None and not v.accepted and v.check.startswith("ood:"):
+            st.warning(f"**Out of distribution ({md(m)}):** {md(v.reason)}", icon=":material/report:")
+        elif v is None and p.ood_flag:
+            st.warning(
+                f"**Out of distribution ({md(m)}):** this image is unlike the training data (OOD score "
+                f"{p.ood_score:.1f}). Treat every output below with extra suspicion.",
+                icon=":material/report:",
+            )
 
 
 def divergence_summary(divergence) -> str:

@@ -49,22 +49,56 @@ def _loader():
     return imaging
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+SERVE_MAX_SIDE = 1024  # px: longest side of a cached study (display 768, model inputs 128-512 px)
+STUDY_TTL_S = 1800  # s: a study nobody opened for half an hour leaves the cache
+
+
+def served_study(study: Study, max_side: int = SERVE_MAX_SIDE) -> Study:
+    """The study the app keeps and analyses: area-downsampled to ``max_side`` when larger.
+
+    A 40-MP upload would otherwise hold 160 MB of float32 pixels (twice with DICOM raw values) in a
+    cache shared by all sessions. Viewer and Grad-CAM overlays show at most 768 px and the models read
+    128 px, so nothing visible changes; a note says the study was reduced. Small studies pass unchanged.
+    """
+    import dataclasses
+
+    h, w = study.pixels.shape
+    if max(h, w) <= max_side:
+        return study
+    pixels = display_pixels(study.pixels, max_side)
+    nh, nw = pixels.shape
+    raw = None if study.raw is None else display_pixels(study.raw.astype(np.float32, copy=False), max_side)
+    spacing = study.pixel_spacing
+    if spacing:
+        spacing = (spacing[0] * h / nh, spacing[1] * w / nw)
+    note = (
+        f"Large image ({w}×{h}): shown and analysed at {nw}×{nh} (area-averaged) "
+        "to keep the server responsive."
+    )
+    return dataclasses.replace(
+        study, pixels=pixels, raw=raw, pixel_spacing=spacing, warnings=(*study.warnings, note)
+    )
+
+
+@st.cache_data(max_entries=64, ttl=STUDY_TTL_S, show_spinner=False)
 def load_study_cached(sha: str, name: str, frame: int, hint: str | None, _data: bytes) -> Study:
-    """Parse once per (bytes, frame, modality hint); raises the loader's ImageLoadError (not cached)."""
-    return _loader().load_study(_data, name, frame=frame, modality_hint=hint)
+    """Parse once per (bytes, frame, modality hint) and keep the served (display-size) copy; raises the
+    loader's ImageLoadError (not cached). Bounded by entries, age and ``server.maxCacheDataSize``."""
+    return served_study(_loader().load_study(_data, name, frame=frame, modality_hint=hint))
 
 
 def try_load(
-    data: bytes, name: str, frame: int = 0, plain_modality: str | None = None
+    data: bytes, name: str, frame: int = 0, plain_modality: str | None = None, chosen: str | None = None
 ) -> tuple[Study | None, str | None]:
     """(study, None) or (None, user-facing message); never raises.
 
     ``plain_modality`` says what a PNG/JPEG shows (it carries no modality); DICOM files speak for themselves.
+    ``chosen`` is the user's explicit modality for this file: it also loads other DICOM modalities (best effort).
     """
     sha = hashlib.sha256(data).hexdigest()
     try:
         hint = plain_modality if plain_modality and _loader().sniff(data) in ("png", "jpeg") else None
+        hint = chosen or hint
         return load_study_cached(sha, name, frame, hint, data), None
     except _loader().ImageLoadError as err:
         return None, str(err)
@@ -91,14 +125,7 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
         key=f"{key}_upload",
         help="Files stay in this browser session only. DICOM identifiers are never shown or stored.",
     )
-    plain = st.radio(
-        "Plain images (PNG/JPEG) show",
-        ["CXR", "CT"],
-        format_func={"CXR": "a chest X-ray", "CT": "a CT slice"}.get,
-        horizontal=True,
-        key=f"{key}_plain_modality",
-        help="PNG and JPEG files carry no modality; DICOM files say what they are.",
-    )
+    plain = None  # no global switch: the input guard detects each study's modality (override per study)
     rejected = _check_uploads(uploads or [], key, plain, fresh_visit)
     options: dict[str, tuple[str, object]] = {}
     for rec in kept_uploads(st.session_state, key):
@@ -168,21 +195,86 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
             f"{'files' if len(rejected.names) > 1 else 'file'} above.",
             icon=":material/info:",
         )
-    study, err = try_load(data, name, plain_modality=modality)
+    chosen = chosen_modality(key, hashlib.sha256(data).hexdigest())
+    study, err = try_load(data, name, plain_modality=modality, chosen=chosen)
     if err:  # samples and kept uploads get here (new uploads were checked above)
         st.error(md(err), icon=":material/block:")
         return None
     if study.n_frames > 1:
         frame = st.slider("Frame", 0, study.n_frames - 1, 0, key=f"{key}_frame")
-        study, err = try_load(data, name, frame, plain_modality=modality)
+        study, err = try_load(data, name, frame, plain_modality=modality, chosen=chosen)
         if err:
             st.error(md(err), icon=":material/block:")
             return None
+    study = guard_study_ui(study, key, chosen)
     for w in study.warnings:
         st.caption(f":material/info: {md(w)}")
     return PickedStudy(
         study=study, sample=sample, key=f"{study.sha256}:{study.modality}:{study.window}:{choice}"
     )
+
+
+#: the per-study modality choice: "auto" = the DICOM header, else what the guard detects
+MODALITY_CHOICES = ("auto", "CXR", "CT")
+
+
+def _modality_key(key: str, sha: str) -> str:
+    return f"{key}_modality_{sha[:16]}"
+
+
+def chosen_modality(key: str, sha: str) -> str | None:
+    """The user's explicit modality for a file ("CXR" | "CT"), or None (header / detection decides)."""
+    value = st.session_state.get(_modality_key(key, sha)) or st.session_state.get(f"{key}_load_as_{sha[:16]}")
+    return value if value in ("CXR", "CT") else None
+
+
+@st.cache_resource(show_spinner=False)
+def load_guard():
+    """The input guard (model/guard), shared by all sessions (read only); None when not installed."""
+    from model.guard import Guard
+
+    return Guard.load()
+
+
+def guard_study_ui(study: Study, key: str, chosen: str | None) -> Study:
+    """Run the input guard on a study; show the detected modality and a per-study override."""
+    from model.guard import MODALITY_NAMES, guard_missing_note
+
+    guard = load_guard()
+    if guard is None:
+        st.caption(f":material/warning: {md(guard_missing_note())}")
+        return study
+    checked = guard.check(study, override=chosen)
+    v = checked.verdict
+    if v.detected_modality == "neither":
+        detected = f"neither chest X-ray nor chest CT ({v.confidence:.0%})"
+    else:
+        detected = f"{MODALITY_NAMES[v.detected_modality]} ({v.confidence:.0%})"
+    auto = "as its DICOM header says" if v.claim_source == "dicom" else "as detected"
+    st.selectbox(
+        f"This study shows — detected: {detected}",
+        MODALITY_CHOICES,
+        format_func={"auto": auto, "CXR": "a chest X-ray", "CT": "a chest CT slice"}.get,
+        key=_modality_key(key, study.sha256),
+        help="The input guard recognises chest X-rays and chest CT slices from the pixels (DICOM headers are "
+        "checked against them). Choose here when it gets this study wrong.",
+    )
+    return checked
+
+
+def _load_as_ui(data: bytes, name: str, key: str, err: str) -> tuple[Study | None, str | None]:
+    """A DICOM of another modality (MR, US, NM...): the user may load it as a chest modality anyway."""
+    sha = hashlib.sha256(data).hexdigest()
+    choice = st.selectbox(
+        f"Load {md_name(name)} anyway as",
+        ("no", "CXR", "CT"),
+        format_func={"no": "do not load it", "CXR": "a chest X-ray", "CT": "a chest CT slice"}.get,
+        key=f"{key}_load_as_{sha[:16]}",
+        help="Best effort: the models were not trained on this modality, and the input guard checks it.",
+    )
+    if choice == "no":
+        return None, err
+    return try_load(data, name, chosen=choice)
 
 
 @dataclass
@@ -202,6 +294,8 @@ def _check_uploads(uploads: list, key: str, plain: str | None, fresh_visit: bool
     for up in uploads:
         data = up.getvalue()
         study, err = try_load(data, up.name, plain_modality=plain)
+        if err and _loader().sniff(data) == "dicom" and "Choose a modality" in err:
+            study, err = _load_as_ui(data, up.name, key, err)
         if err:
             st.error(md(err), icon=":material/block:")
             names.append(plain_name(up.name))
