@@ -66,13 +66,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, checkpoints: Path | None, log_path: Path) -> subprocess.Popen:
-    env = dict(os.environ)
+def start_server(
+    port: int, checkpoints: Path | None, log_path: Path, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """``streamlit run app.py`` on 127.0.0.1:``port`` only (settings otherwise from .streamlit/config.toml)."""
+    env = dict(os.environ, **(env_extra or {}))
     if checkpoints:
         env["MEDDISTILL_CHECKPOINTS"] = str(checkpoints)
     cmd = [
         sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-        "--server.fileWatcherType", "none", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none", "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
 

@@ -69,7 +69,7 @@ def decode_masks(path: Path, modality: str) -> dict[str, np.ndarray]:
     return {n: m for n, m in masks.items() if m.any()}
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(max_entries=32, ttl=3600, show_spinner=False)  # bytes + masks of a few samples
 def load_sample(sample_id: str) -> Sample:
     if sample_id in PYDICOM_SAMPLES:
         fname, title = PYDICOM_SAMPLES[sample_id]

@@ -7,8 +7,8 @@ through a small pool of inference threads that take jobs from one FIFO queue, so
 torch threads never exceeds what the policy allows, and sessions are served in arrival order.
 
 A policy is ``workers`` inference threads, each job running with ``torch_threads`` intra-op threads
-(0 = adaptive: ``cores // busy workers``, so a lone job gets every core and concurrent jobs get one
-each). ``benchmarks/bench_threads.py`` measures the policies in ``POLICIES`` against calling torch
+(0 = adaptive: ``cores // busy workers``, so a lone job on an idle machine gets every core, while
+concurrent jobs, or any job while the load average shows other processes on the cores, get one). ``benchmarks/bench_threads.py`` measures the policies in ``POLICIES`` against calling torch
 directly from each session's thread; ``DEFAULT_POLICY`` is the one that measured best.
 
 ``InferenceQueue.run`` from inside a job runs inline (no deadlock when a job calls another model
@@ -36,7 +36,8 @@ class ThreadPolicy:
     """How model calls share the CPU."""
 
     workers: int = 1  # inference threads taking jobs from the shared queue (0 = no queue: run inline)
-    torch_threads: int = 0  # intra-op threads per job; 0 = adaptive (cores // busy workers, at least 1)
+    torch_threads: int = 0  # intra-op threads per job; 0 = adaptive (cores // busy workers, at least 1;
+    # 1 while the load average says other processes already fill the cores)
 
 
 POLICIES: dict[str, ThreadPolicy] = {
@@ -130,6 +131,10 @@ class InferenceQueue:
             return self.policy.torch_threads
         if self.n_workers == 0:
             return 0  # inline + adaptive: leave torch's default alone
+        if busy == 1 and _load_average() >= self.cores:
+            # other processes hold the cores: a 2-thread OpenMP team would wait at every barrier for
+            # a descheduled member (measured 20x slower under load), one thread never waits
+            return 1
         return max(1, self.cores // max(1, busy))
 
     def _run_job(self, job: _Job, queued: bool) -> None:
@@ -153,6 +158,14 @@ class InferenceQueue:
         finally:
             with self._lock:
                 self._busy -= 1
+
+
+def _load_average() -> float:
+    """1-minute load average (0 where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
 
 
 _shared: InferenceQueue | None = None

@@ -116,9 +116,12 @@ def test_one_worker_serialises_jobs_in_arrival_order():
     q.close()
 
 
-def test_torch_threads_follow_the_policy():
-    """Fixed policies give each job their count; adaptive gives a lone job every core and a job that
-    starts while another runs one core."""
+def test_torch_threads_follow_the_policy(monkeypatch):
+    """Fixed policies give each job their count; adaptive gives a lone job every core on an idle machine
+    (one on a loaded one) and a job that starts while another runs one core."""
+    import model.serving
+
+    monkeypatch.setattr(model.serving, "_load_average", lambda: 0.0)  # an idle machine
     started, release = threading.Event(), threading.Event()
 
     def threads_now(hold=False):
@@ -138,6 +141,8 @@ def test_torch_threads_follow_the_policy():
     second = adaptive.run(threads_now)  # runs on the other worker while the first is busy
     release.set()
     assert (first.result(10), second) == (2, 1)
+    monkeypatch.setattr(model.serving, "_load_average", lambda: 5.0)  # others hold both cores
+    assert adaptive.run(threads_now) == 1
     adaptive.close()
 
 
