@@ -265,3 +265,61 @@ def test_real_divergence_between_teacher_and_student(predictors):
     tokens = predictors["student"].predict(study).tokens[:12]
     d = token_divergence(predictors["teacher"], predictors["student"], study, tokens)
     assert d.divergence.shape == (len(tokens),) and (d.divergence >= 0).all() and (d.divergence <= 1).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# CAM layers and flat maps (issue 10)
+
+
+@pytest.mark.parametrize("preset,norm", [("tiny-teacher", "none"), ("tiny-teacher", "per_image"),
+                                         ("resnet50-4l", "none"), ("mobilenet-1l", "none")])  # fmt: skip
+def test_trunk_split_at_every_cam_layer_reproduces_the_features(preset, norm):
+    """before(x) -> after(...) equals forward_features(x) at every CAM layer a trunk offers."""
+    from model.explain.gradcam import _split_trunk, cam_layers, default_cam_layer
+    from model.networks import ALL_PRESETS, build_model
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(ALL_PRESETS[preset], image_size=64, input_norm=norm)
+    model = build_model(cfg).eval()
+    x = torch.rand(2, 1, 64, 64)
+    layers = cam_layers(model)
+    assert default_cam_layer(model) in layers and len(layers) == 2
+    with torch.no_grad():
+        want = model.forward_features(x)
+        for layer, stride in layers.items():
+            before, after = _split_trunk(model, layer)
+            mid = before(x)
+            assert mid.shape[-1] == 64 // stride  # the stage really has the declared stride
+            torch.testing.assert_close(after(mid), want)
+    with pytest.raises(ValueError):
+        _split_trunk(model, "layer9")
+
+
+def test_cam_layer_choice_changes_the_map_and_is_recorded():
+    pred, study = _TinyPredictor(preset="tiny-teacher"), _study(6)
+    a = explain(pred, study, "finding:nodule", layer="blocks.3")
+    b = explain(pred, study, "finding:nodule", layer="blocks.2")
+    assert (a.layer, b.layer) == ("blocks.3", "blocks.2")
+    assert a.heatmap.shape == b.heatmap.shape == study.pixels.shape
+    assert not np.allclose(a.heatmap, b.heatmap)
+    assert explain(pred, study, "finding:nodule").layer == "blocks.3"  # the tiny trunk's default
+    with pytest.raises(ValueError):
+        explain(pred, study, "finding:nodule", layer="layer3")  # a ResNet layer on a tiny trunk
+
+
+def test_flat_maps_are_flagged_and_zero():
+    from model.explain.gradcam import is_flat
+
+    assert is_flat(np.zeros((4, 4)))  # no positive evidence (or uniform, removed by min subtraction)
+    assert is_flat(np.full((4, 4), 0.3))  # raw range at pytorch-grad-cam's 1e-7 epsilon: not a location
+    assert is_flat(np.array([[np.nan, 1.0]]))
+    peak = np.zeros((4, 4))
+    peak[1, 2] = 1.0
+    assert not is_flat(peak)
+    # a target whose logit does not depend on the image at all gives a flat map: zero its head weights
+    pred, study = _TinyPredictor(), _study(7)
+    with torch.no_grad():
+        for p in pred.model.heads.parameters():
+            p.zero_()
+    exp = explain(pred, study, "finding:nodule")
+    assert exp.flat and float(exp.heatmap.max()) == 0.0

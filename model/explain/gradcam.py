@@ -16,6 +16,17 @@ wrapper routes the trunk's feature map (``model.cam_layer``'s output) through a 
 ``nn.Identity`` tap, and pytorch-grad-cam hooks that. The CAM is also built, run and released while
 holding ``predictor.lock``, because its backward pass writes ``.grad`` on the shared parameters.
 Autograd is needed: no ``inference_mode`` here.
+
+Which feature map: ``CAM_LAYERS`` names, per image trunk, the stages a CAM can sit on (torchvision
+module names); ``DEFAULT_CAM_LAYER`` is the choice measured by ``benchmarks/bench_cam.py`` (pointing
+game on the validation phantoms). At 128 px a stride-32 trunk leaves a 4 x 4 grid; the stride-16
+stage (ResNet-50 ``layer3``, MobileNetV3 ``features.8``) gives 8 x 8. The trunk runs without a graph up
+to the chosen stage, the tap sits on that stage's output, and the rest of the trunk runs with autograd.
+
+A flat map (``Explanation.flat``): pytorch-grad-cam min-max normalises the ReLU'd map, so any map with
+positive, non-uniform evidence peaks at 1; a map that is all zero (no positive evidence, or uniform
+evidence that the min subtraction removes) or whose raw range is at the 1e-7 epsilon of that
+normalisation peaks far below it. ``FLAT_MAX`` (0.5) separates the two; flat maps carry no location.
 """
 
 from __future__ import annotations
@@ -45,6 +56,48 @@ def _cam_methods() -> dict[str, Callable]:
 
 CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "layercam", "eigencam")
 SENTENCE_END = {".", "!", "?"}
+FLAT_MAX = 0.5  # a normalised CAM whose maximum is below this has no localised positive evidence
+
+
+def _resnet_stages(trunk) -> list[tuple[str, Callable]]:
+    stem = lambda x: trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(x))))  # noqa: E731  (B, 64, S/4, S/4)
+    return [("stem", stem), ("layer1", trunk.layer1), ("layer2", trunk.layer2), ("layer3", trunk.layer3),
+            ("layer4", trunk.layer4)]  # fmt: skip
+
+
+def _sequential_stages(prefix: str) -> Callable:
+    return lambda trunk: [(f"{prefix}.{i}", m) for i, m in enumerate(getattr(trunk, prefix))]
+
+
+#: encoder -> the trunk as named stages in order (torchvision names), for splitting at a CAM layer
+TRUNK_STAGES: dict[str, Callable] = {
+    "resnet50": _resnet_stages,
+    "mobilenet_v3_small": _sequential_stages("features"),
+    "tiny_cnn": _sequential_stages("blocks"),
+}
+#: encoder -> CAM layers offered (name -> output stride); the first is the trunk's last stage
+CAM_LAYERS: dict[str, dict[str, int]] = {
+    "resnet50": {"layer4": 32, "layer3": 16},
+    "mobilenet_v3_small": {"features.12": 32, "features.8": 16},
+    "tiny_cnn": {"blocks.3": 16, "blocks.2": 8},
+}
+#: encoder -> the CAM layer used when none is asked for (see benchmarks/results/cam.json)
+DEFAULT_CAM_LAYER: dict[str, str] = {"resnet50": "layer4", "mobilenet_v3_small": "features.12", "tiny_cnn": "blocks.3"}
+
+
+def cam_layers(model) -> dict[str, int]:
+    """CAM layers a model offers: name -> output stride."""
+    return dict(CAM_LAYERS[model.cfg.encoder])
+
+
+def default_cam_layer(model) -> str:
+    return DEFAULT_CAM_LAYER[model.cfg.encoder]
+
+
+def is_flat(heatmap: np.ndarray) -> bool:
+    """True when a (normalised) CAM holds no localised positive evidence (see the module docstring)."""
+    h = np.asarray(heatmap, dtype=np.float32)
+    return bool(not np.isfinite(h).all() or h.size == 0 or float(h.max()) < FLAT_MAX)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,10 +172,12 @@ class _ScoreModule(nn.Module):
         context: torch.Tensor,
         input_ids: torch.Tensor | None = None,
         token_positions: torch.Tensor | None = None,
+        layer: str | None = None,
     ):
         super().__init__()
         self.model = model
-        self.tap = nn.Identity()  # per-call hook point = model.cam_layer's output
+        self.layer = layer  # CAM layer (a stage name of CAM_LAYERS); None = the trunk's last stage
+        self.tap = nn.Identity()  # per-call hook point = the CAM layer's output
         self.head = head  # "findings" | "tumour" | "tokens"
         self.context = context  # (1, CONTEXT_DIM)
         self.input_ids = input_ids  # (1, L) prompt + report tokens
@@ -131,11 +186,17 @@ class _ScoreModule(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b = images.shape[0]
         ctx = self.context.expand(b, -1)
-        # Grad-CAM needs d(score)/d(features) only: run the trunk without a graph and start autograd at
-        # the feature map, so backward never walks the (large) encoder. Same map, a fraction of the cost.
-        with torch.no_grad():
-            trunk = self.model.forward_features(images)  # (B, C, h, w)
-        features = self.tap(trunk.detach().requires_grad_(True))
+        # Grad-CAM needs d(score)/d(CAM layer) only: run the trunk without a graph up to that layer and
+        # start autograd there, so backward never walks the stages before it. Same map, less cost.
+        if self.layer is None or self.layer == _last_stage(self.model):
+            with torch.no_grad():
+                trunk = self.model.forward_features(images)  # (B, C, h, w)
+            features = self.tap(trunk.detach().requires_grad_(True))
+        else:
+            before, after = _split_trunk(self.model, self.layer)
+            with torch.no_grad():
+                mid = before(images)  # (B, C', 2h, 2w) at stride 16
+            features = after(self.tap(mid.detach().requires_grad_(True)))  # (B, C, h, w)
         heads = self.model.forward_heads(features, ctx)
         if self.head == "findings":
             return heads.findings_logits  # (B, n_findings)
@@ -146,6 +207,47 @@ class _ScoreModule(nn.Module):
         logp = torch.log_softmax(lm_logits.float(), dim=-1)  # (B, L, V)
         pos = self.token_positions  # the token at p is predicted by the logits at p - 1
         return logp[:, pos - 1, :].gather(-1, ids[:, pos].unsqueeze(-1)).squeeze(-1)  # (B, T)
+
+
+def _last_stage(model) -> str:
+    return TRUNK_STAGES[model.cfg.encoder](model.encoder.trunk)[-1][0]
+
+
+def _split_trunk(model, layer: str) -> tuple[Callable, Callable]:
+    """(before, after): images -> the output of ``layer``; that output -> the trunk's features.
+
+    ``before`` repeats ``ReportModel.forward_features``'s input steps (per-image standardisation when
+    ``cfg.input_norm`` asks for it, grey -> trunk channels, normalisation); a test checks that
+    ``after(before(x)) == forward_features(x)``.
+    """
+    from model.networks.multitask import standardize_images
+
+    encoder = model.encoder
+    stages = TRUNK_STAGES[model.cfg.encoder](encoder.trunk)
+    names = [n for n, _ in stages]
+    if layer not in CAM_LAYERS[model.cfg.encoder] or layer not in names:
+        raise ValueError(
+            f"Unknown CAM layer {layer!r} for a {model.cfg.encoder} trunk; choose one of "
+            f"{sorted(CAM_LAYERS[model.cfg.encoder])}"
+        )
+    k = names.index(layer) + 1
+
+    def before(images: torch.Tensor) -> torch.Tensor:
+        if getattr(model.cfg, "input_norm", "none") == "per_image":
+            images = standardize_images(images)
+        c = encoder.trunk.in_channels
+        x = images.mean(1, keepdim=True).expand(-1, c, -1, -1) if images.shape[1] != c else images
+        x = (x - encoder.mean) / encoder.std
+        for _, stage in stages[:k]:
+            x = stage(x)
+        return x
+
+    def after(x: torch.Tensor) -> torch.Tensor:
+        for _, stage in stages[k:]:
+            x = stage(x)
+        return x
+
+    return before, after
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,16 +313,23 @@ def explain(
     context: PatientContext | None = None,
     style: ReportStyle | None = None,
     tokens: Sequence[str] | None = None,
+    layer: str | None = None,
 ) -> Explanation:
     """Heat map (H, W in [0, 1], the size of ``study.pixels``) of ``target`` for one study.
 
     ``tokens`` are the generated report words for sentence targets; when omitted the report is
-    generated first with ``style``.
+    generated first with ``style``. ``layer``: one of ``cam_layers(predictor.model)``; None = the
+    model's default (``DEFAULT_CAM_LAYER``).
     """
     kind, name = parse_target(target)
     methods = _cam_methods()
     if method not in methods:
         raise ValueError(f"Unknown CAM method {method!r}; choose one of {sorted(methods)}")
+    layer = layer or default_cam_layer(predictor.model)
+    if layer not in cam_layers(predictor.model):
+        raise ValueError(
+            f"Unknown CAM layer {layer!r} for this model; choose one of {sorted(cam_layers(predictor.model))}"
+        )
     style = style or ReportStyle()
     if kind == "sentence" and tokens is None:
         tokens = predictor.predict(study, context=context, style=style).tokens  # outside the lock
@@ -232,14 +341,14 @@ def explain(
             if name not in FINDINGS:
                 raise ValueError(f"Unknown finding {name!r}")
             wrapper, cam_target = (
-                _ScoreModule(predictor.model, "findings", ctx),
+                _ScoreModule(predictor.model, "findings", ctx, layer=layer),
                 LogitTarget(FINDINGS.index(name)),
             )
         elif kind == "tumour":
             if name not in TUMOUR_CLASSES:
                 raise ValueError(f"Unknown tumour class {name!r}")
             wrapper, cam_target = (
-                _ScoreModule(predictor.model, "tumour", ctx),
+                _ScoreModule(predictor.model, "tumour", ctx, layer=layer),
                 LogitTarget(TUMOUR_CLASSES.index(name)),
             )
         else:
@@ -252,7 +361,7 @@ def explain(
             b = min(b, len(positions))  # the decoder's max_len may have cut the report
             if a >= b:
                 raise ValueError(f"sentence:{i} lies beyond the decoder's maximum length")
-            wrapper = _ScoreModule(predictor.model, "tokens", ctx, ids, positions)
+            wrapper = _ScoreModule(predictor.model, "tokens", ctx, ids, positions, layer=layer)
             cam_target = SentenceTarget(a, b)
 
         # The brief's rule: hold the model's lock for the CAM's whole life (its backward pass writes
@@ -267,9 +376,10 @@ def explain(
                 predictor.model.train(was_training)
                 predictor.model.zero_grad(set_to_none=True)  # free the parameter gradients
 
-    heat = np.nan_to_num(np.asarray(heat, dtype=np.float32))
-    heat = np.clip(_resize(heat, study.pixels.shape), 0.0, 1.0)
-    return Explanation(heatmap=heat, target=target, method=method, score=score)
+    heat = np.asarray(heat, dtype=np.float32)
+    flat = is_flat(heat)  # before resizing: the map pytorch-grad-cam normalised
+    heat = np.zeros(study.pixels.shape, np.float32) if flat else np.clip(_resize(heat, study.pixels.shape), 0, 1)
+    return Explanation(heatmap=heat, target=target, method=method, score=score, flat=flat, layer=layer)
 
 
 # ----------------------------------------------------------------------------------------------
