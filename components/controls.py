@@ -8,13 +8,39 @@ from model.types import ALLERGIES, DETAIL_LEVELS, PatientContext, ReportStyle
 
 DECODING_LABELS = {"greedy": "Greedy", "beam": "Beam search", "sample": "Sampling"}
 
+BEAMS_HELP = (
+    "Candidate reports kept at each step; the best-scoring one is returned. These models are confident, "
+    "so beams change few reports: the teacher's now and then, the distilled student's (the most peaked "
+    "decoder) almost never, and going beyond 3 beams changed no shipped sample's report "
+    "(benchmarks/results/decoding.md). Length penalty changes more."
+)
+LENGTH_PENALTY_HELP = (
+    "Candidates are ranked by log-probability / length ^ penalty. 0 prefers the most probable, often "
+    "shorter report; values above 1 favour longer reports."
+)
+
 
 def report_style_ui() -> ReportStyle:
     """Sidebar report controls; any change re-runs generation at once (cached per style)."""
     sb = st.sidebar
     sb.header("Report controls")
-    detail = sb.select_slider("Detail", options=list(DETAIL_LEVELS), value="standard", key="rc_detail")
-    max_new_tokens = sb.slider("Maximum length (tokens)", 8, 160, 96, step=8, key="rc_max_tokens")
+    detail = sb.select_slider(
+        "Detail",
+        options=list(DETAIL_LEVELS),
+        value="standard",
+        key="rc_detail",
+        help="The control token the decoder starts from: brief, standard or detailed reports.",
+    )
+    max_new_tokens = sb.slider(
+        "Maximum length (tokens)",
+        8,
+        160,
+        96,
+        step=8,
+        key="rc_max_tokens",
+        help="Hard cap on generated words and punctuation. A report the cap cuts ends at its last "
+        "complete sentence and is marked 'shortened'.",
+    )
     max_sentences = sb.slider(
         "Maximum sentences (0 = no limit)",
         0,
@@ -24,11 +50,17 @@ def report_style_ui() -> ReportStyle:
         help="Cut the report after N sentences.",
     )
     decoding = sb.radio(
-        "Decoding", list(DECODING_LABELS), format_func=DECODING_LABELS.get, horizontal=True, key="rc_decoding"
+        "Decoding",
+        list(DECODING_LABELS),
+        format_func=DECODING_LABELS.get,
+        horizontal=True,
+        key="rc_decoding",
+        help="Greedy: the most probable word at each step. Beam search: keeps several candidate reports "
+        "and returns the best-scoring one. Sampling: draws each word at random from the model's distribution.",
     )
     kwargs: dict = {}
     if decoding == "beam":
-        kwargs["num_beams"] = sb.slider("Beams", 2, 6, 3, key="rc_beams")
+        kwargs["num_beams"] = sb.slider("Beams", 2, 6, 3, key="rc_beams", help=BEAMS_HELP)
         kwargs["length_penalty"] = sb.slider(
             "Length penalty",
             0.0,
@@ -36,11 +68,24 @@ def report_style_ui() -> ReportStyle:
             1.0,
             step=0.1,
             key="rc_length_penalty",
-            help="> 1 favours longer reports",
+            help=LENGTH_PENALTY_HELP,
         )
     elif decoding == "sample":
-        kwargs["temperature"] = sb.slider("Temperature", 0.1, 2.0, 1.0, step=0.1, key="rc_temperature")
-        kwargs["seed"] = int(sb.number_input("Seed", 0, 9999, 0, key="rc_seed"))
+        kwargs["temperature"] = sb.slider(
+            "Temperature",
+            0.1,
+            2.0,
+            1.0,
+            step=0.1,
+            key="rc_temperature",
+            help="Below 1 sharpens the distribution (0.1 is close to greedy); above 1 flattens it, so rarer "
+            "words and phrasings appear.",
+        )
+        kwargs["seed"] = int(
+            sb.number_input(
+                "Seed", 0, 9999, 0, key="rc_seed", help="Same seed, same draw: change it for another sample."
+            )
+        )
     return ReportStyle(
         detail=detail,
         max_new_tokens=int(max_new_tokens),
