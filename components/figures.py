@@ -18,7 +18,8 @@ def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
         title=dict(text=title, x=0.0, xanchor="left", font=dict(size=15), automargin=True, yref="container"),
         height=height,
         margin=dict(l=10, r=10, t=50, b=10, autoexpand=True),
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0.0, xanchor="left"),
+        # above the plot: below it, the legend sat on rotated tick labels and axis titles
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0.0, xanchor="left"),
     )
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
@@ -122,6 +123,7 @@ def make_bar_figure(
         ]
     )
     fig.update_layout(barmode="group", yaxis_title=y_title)
+    fig.update_xaxes(tickangle=-30)  # full finding names, slanted; automargin makes room
     return _layout(fig, title)
 
 
