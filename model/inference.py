@@ -339,8 +339,11 @@ class Predictor:
     ) -> list[TreatmentSuggestion]:
         """All formulary items, most probable first, each with the rulebook's reason on the model's findings
         and whether the rulebook supports it there (``split_treatments`` decides what is shown)."""
+        thresholds = self.finding_thresholds  # the heads' "present" calls, as the report states them
         present = (
-            [Finding(name=n) for n, p in findings.items() if p >= 0.5] if study.modality == "CXR" else []
+            [Finding(name=n) for n, p in findings.items() if p >= thresholds.get(n, 0.5)]
+            if study.modality == "CXR"
+            else []
         )
         tumour_class = max(tumour, key=tumour.get) if study.modality == "CT" else None
         supported = _supported(present, tumour_class, context)
