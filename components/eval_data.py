@@ -355,7 +355,7 @@ def case_study(result: dict, case: dict) -> CaseStudy | str:
         return CaseStudy(
             png=img.read_bytes(),
             mask_png=mask.read_bytes() if mask else None,
-            truth=CaseTruth.from_dict(structured) if structured else None,
+            truth=CaseTruth.from_dict(structured or extra) if (structured or extra.get("case_id")) else None,
             reports=reports,
             treatments=extra.get("treatments"),
             origin=f"from the data folder `{img.parent.parent}`",

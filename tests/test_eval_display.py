@@ -91,3 +91,13 @@ def test_tradeoff_note_only_when_flat_and_with_measured_numbers():
     assert "flat" in note and "positive findings only" in note
     assert "98.0 %" in note  # share of reports complete at the smallest cap
     assert "40.0 %" in note and "80.0 %" in note  # statement recall rises
+
+
+def test_case_study_message_when_neither_data_nor_seed(tmp_path):
+    from components.eval_data import case_study
+
+    result = {"name": "real", "data": {"dir": str(tmp_path / "gone")}}
+    msg = case_study(result, {"id": "00001234_000", "modality": "CXR", "source": "nih1000"})
+    assert isinstance(msg, str)
+    assert "00001234_000" in msg and str(tmp_path / "gone") in msg and "copy the data folder back" in msg
+    assert "Error" not in msg  # a sentence for the user, no exception class name
