@@ -140,10 +140,14 @@ def main() -> None:
     )
     for k, v in result["per_detail"].items():
         print(f"  {k:9s} {v:.4f}")
-    print(f"  min precision {result['min_precision']:.4f}, min recall {result['min_recall']:.4f} (label: agreement P R)")
+    print(
+        f"  min precision {result['min_precision']:.4f}, min recall {result['min_recall']:.4f} (label: agreement P R)"
+    )
     for k, v in result["per_label"].items():
         pr = result["per_label_precision_recall"][k]
-        print(f"  {k:24s} {v:.4f}  P {pr['precision']:.4f}  R {pr['recall']:.4f}  ({pr['positives']} present)")
+        print(
+            f"  {k:24s} {v:.4f}  P {pr['precision']:.4f}  R {pr['recall']:.4f}  ({pr['positives']} present)"
+        )
     for e in result["errors"][:5]:
         print("  disagreement:", e)
     print(f"wrote {OUT}")

@@ -58,7 +58,10 @@ def test_exact_hash_is_of_decoded_pixels_and_phash_tolerates_reencoding(tmp_path
     save(tmp_path / "b.png", smooth_image(2))
     from model.data.imaging import load_study_path
 
-    fp = {n: fingerprint_pixels(load_study_path(tmp_path / n).pixels) for n in ("a.png", "a_rgba.png", "a.jpg", "b.png")}
+    fp = {
+        n: fingerprint_pixels(load_study_path(tmp_path / n).pixels)
+        for n in ("a.png", "a_rgba.png", "a.jpg", "b.png")
+    }
     assert fp["a.png"].sha256 == fp["a_rgba.png"].sha256
     assert fp["a.png"].sha256 != fp["a.jpg"].sha256
     dist = lambda x, y: bin(fp[x].phash ^ fp[y].phash).count("1")  # noqa: E731
@@ -134,7 +137,10 @@ def test_cleaned_source_keeps_one_copy_in_train(tmp_path):
     assert not any(i.endswith("/both") for i in ids)  # conflicting labels: both dropped
     assert len(kept) == len(raw.all_samples()) - 5
     c = clean.cleaning
-    assert c["dropped"] == {"train:exact": 1, "train:label_conflict": 2, **c["dropped"]} and sum(c["dropped"].values()) == 5
+    assert (
+        c["dropped"] == {"train:exact": 1, "train:label_conflict": 2, **c["dropped"]}
+        and sum(c["dropped"].values()) == 5
+    )
     rep = audit_source(clean)
     assert rep.duplicates["images_with_copy_in_other_split"] == 0
     assert rep.duplicates["exact"]["extra_copies"] == 0 and rep.cleaning == c
@@ -149,7 +155,12 @@ def test_deduplicate_keeps_unreadable_and_orders_by_split():
     kept, info = deduplicate(samples, fps)
     assert [s.id for s in kept] == ["s2", "s3"]  # the train copy wins; the unreadable one is kept
     assert info["dropped"] == {"test:exact": 1, "val:exact": 1}
-    fps = [fingerprint_pixels(b), fingerprint_pixels(a), fingerprint_pixels(np.clip(a * 0.8 + 0.1, 0, 1)), None]
+    fps = [
+        fingerprint_pixels(b),
+        fingerprint_pixels(a),
+        fingerprint_pixels(np.clip(a * 0.8 + 0.1, 0, 1)),
+        None,
+    ]
     kept, info = deduplicate(samples, fps)
     assert [s.id for s in kept] == ["s0", "s2", "s3"] and info["dropped"] == {"val:near": 1}
 
@@ -167,7 +178,9 @@ def nih_set(root: Path) -> None:
     for i, (split, patient, k) in enumerate(names):
         rel = f"{split}/0_normal/{patient:08d}_{k:03d}.png"
         save(root / rel, smooth_image(1000 + i, size=32), mode="RGB")
-        rows.append([rel, Path(rel).name, "No Finding" if i % 2 else "Effusion", str(patient), "50", "M", "PA"])
+        rows.append(
+            [rel, Path(rel).name, "No Finding" if i % 2 else "Effusion", str(patient), "50", "M", "PA"]
+        )
     with (root / "labels.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "image_index", "finding_labels", "patient_id", "age", "sex", "view"])
@@ -224,7 +237,12 @@ def test_open_source_detects_every_layout(tmp_path):
     save(tmp_path / "r2/a.png", smooth_image(0))
     (tmp_path / "r2/annotation.json").write_text(json.dumps(ann))
     kinds = {p: type(open_source(tmp_path / p)).__name__ for p in ("ph", "ct", "nih", "r2")}
-    assert kinds == {"ph": "PhantomSource", "ct": "ClassFolderSource", "nih": "NIHSource", "r2": "R2GenSource"}
+    assert kinds == {
+        "ph": "PhantomSource",
+        "ct": "ClassFolderSource",
+        "nih": "NIHSource",
+        "r2": "R2GenSource",
+    }
     assert type(open_source(tmp_path / "nih" / "labels.csv")).__name__ == "NIHSource"
     assert type(open_source(tmp_path / "r2" / "annotation.json")).__name__ == "R2GenSource"
     assert open_source(tmp_path / "r2").all_samples()[0].group is not None  # MIMIC-style subject_id
@@ -267,13 +285,39 @@ def test_cli_text_and_json(tmp_path, capsys):
     assert doc["split"] == "raw" and [r["source"] for r in doc["sources"]] == ["ct", "nih"]
     assert cli(["audit-data", str(tmp_path / "data" / "ct"), "--cleaned", "--json", "-", "--quiet"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["split"] == "cleaned" and doc["sources"][0]["duplicates"]["images_with_copy_in_other_split"] == 0
+    assert (
+        doc["split"] == "cleaned" and doc["sources"][0]["duplicates"]["images_with_copy_in_other_split"] == 0
+    )
     assert cli(["audit-data", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Error" not in err
     (tmp_path / "empty").mkdir()
     assert cli(["audit-data", str(tmp_path / "empty")]) == 2
     assert "no dataset found" in capsys.readouterr().err
+
+
+def test_pipeline_records_the_audit_in_model_cards(tmp_path):
+    from model.commands import pipeline
+    from model.data.audit import audit_real_sets
+
+    planted_ct(tmp_path / "shared" / "chest_ct")
+    nih_set(tmp_path / "shared" / "nih1000")
+    sets = audit_real_sets(tmp_path / "shared")
+    assert set(sets) == {"chest_ct", "nih1000"} and set(sets["chest_ct"]) == {"raw", "used"}
+    assert sets["chest_ct"]["raw"]["images_with_copy_in_other_split"] == 4
+    assert sets["chest_ct"]["used"]["images_with_copy_in_other_split"] == 0
+    assert sets["chest_ct"]["used"]["cleaning"]["dropped"]  # what was dropped is on record
+    assert sets["nih1000"]["raw"]["patients_in_several_splits"] >= 1
+    assert sets["nih1000"]["used"]["patients_in_several_splits"] == 0
+    assert sets["chest_ct"]["used"]["shortcut_probe"]["warning"]  # brightness still separates: a caveat
+    assert pipeline._audit_real(None) == {}
+    for name in ("teacher", "student"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model_card.json").write_text(json.dumps({"model_id": name}))
+    pipeline._record_audit({"teacher": tmp_path / "teacher", "student": tmp_path / "student",
+                            "student_nokd": tmp_path / "not_trained"}, sets)  # fmt: skip
+    card = json.loads((tmp_path / "teacher" / "model_card.json").read_text())
+    assert card["model_id"] == "teacher" and card["data_audit"] == json.loads(json.dumps(sets))
 
 
 def test_jpeg_roundtrip_helper_is_lossy():

@@ -161,7 +161,9 @@ def test_agreement_with_generated_reports():
     result = bench.run(n=60, seed=123)
     assert result["agreement"] >= 0.99, result["errors"][:3]
     # precision and recall per label (issue 11: must stay >= 0.99 on phantom reports)
-    assert result["min_precision"] >= 0.99 and result["min_recall"] >= 0.99, result["per_label_precision_recall"]
+    assert result["min_precision"] >= 0.99 and result["min_recall"] >= 0.99, result[
+        "per_label_precision_recall"
+    ]
     assert all(v["positives"] > 0 for v in result["per_label_precision_recall"].values())
 
 
@@ -220,7 +222,13 @@ def test_issue11_scope_patterns(sentence, expected):
 SYNONYM_CASES = [
     # (sentence, switch, label, value with the switch off (default), value with it on)
     ("Right basilar opacity.", "opacity_as_consolidation", "consolidation", None, P),
-    ("Patchy airspace disease in the right lower lobe.", "opacity_as_consolidation", "consolidation", None, P),
+    (
+        "Patchy airspace disease in the right lower lobe.",
+        "opacity_as_consolidation",
+        "consolidation",
+        None,
+        P,
+    ),
     ("Left lower lobe infiltrate.", "opacity_as_consolidation", "consolidation", None, P),
     ("No focal airspace opacity.", "opacity_as_consolidation", "consolidation", N, N),
     ("Calcified granuloma in the left upper lobe.", "granuloma_as_nodule", "nodule", None, P),
@@ -235,7 +243,9 @@ SYNONYM_CASES = [
 ]
 
 
-@pytest.mark.parametrize("sentence,switch,label,off,on", SYNONYM_CASES, ids=[f"{c[1]}:{c[0][:30]}" for c in SYNONYM_CASES])
+@pytest.mark.parametrize(
+    "sentence,switch,label,off,on", SYNONYM_CASES, ids=[f"{c[1]}:{c[0][:30]}" for c in SYNONYM_CASES]
+)
 def test_synonym_switches(sentence, switch, label, off, on):
     from dataclasses import replace
 

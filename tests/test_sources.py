@@ -240,3 +240,55 @@ def test_shared_chest_ct():
 def test_build_sources_finds_the_shared_sets(tmp_path):
     names = [s.name for s in build_sources(None, SHARED)]
     assert "nih1000" in names and "chest_ct" in names
+
+
+# ----------------------------------------------------------------------------------------------
+# Patient-level splits and cleaning (issue 11)
+
+
+def test_split_by_patient_moves_whole_patients():
+    from model.data.sources import patient_key, split_by_patient
+
+    def s(i, split, patient):
+        return Sample(f"x:{i}", split, "CXR", "x", None, group=patient_key("x", patient))
+
+    samples = [s(0, "train", "1"), s(1, "val", "1"), s(2, "test", "1"), s(3, "val", "2"), s(4, "test", "2"),
+               s(5, "test", "3"), Sample("x:6", "val", "CXR", "x", None)]  # fmt: skip
+    moved = split_by_patient(samples)
+    assert [x.split for x in samples[:3]] == ["train"] * 3  # the training folder wins
+    assert samples[3].split == samples[4].split in ("val", "test")  # held-out patient: one split
+    assert samples[5].split == "test" and samples[6].split == "val"  # untouched
+    assert moved == 3
+    # the key is stable, source-specific and not the id
+    assert (
+        patient_key("x", "1") == patient_key("x", " 1 ") != patient_key("y", "1")
+        and patient_key("x", "") is None
+    )
+    assert "1" != patient_key("x", "1") and len(patient_key("x", "1")) == 16
+
+
+def test_raw_sources_keep_the_collection_split(tmp_path):
+    # clean=False (the default outside build_sources) is the collection as shipped: what audit-data audits
+    root = tmp_path / "ct"
+    for split in ("train", "valid"):
+        _png(root / split / "normal" / "same.png", value=200)
+    raw = ClassFolderSource(root, name="ct")
+    assert len(raw.all_samples()) == 2 and raw.cleaning is None
+    clean = ClassFolderSource(root, name="ct", clean=True)
+    (kept,) = clean.all_samples()
+    assert kept.split == "train" and clean.cleaning["before"]["train"] == 1
+    assert clean.cleaning["after"] == {"train": 1}
+
+
+@needs_shared
+def test_shared_sets_as_the_pipeline_uses_them():
+    by = {s.name: s for s in build_sources(None, SHARED)}
+    nih = by["nih1000"].all_samples()
+    splits_of: dict = {}
+    for s in nih:
+        splits_of.setdefault(s.group, set()).add(s.split)
+    assert all(len(v) == 1 for v in splits_of.values())  # NIH split by patient
+    assert len(nih) == 800 and len(splits_of) == 221
+    ct = by["chest_ct"]
+    assert 500 < len(ct.all_samples()) < 685 and ct.cleaning["dropped"]  # repeats dropped
+    assert len(ct.samples("test")) > 0 and len(ct.samples("val")) > 0

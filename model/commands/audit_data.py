@@ -26,9 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("dir", help="dataset folder or file (see above)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the audit as JSON ('-': stdout)")
-    p.add_argument("--cleaned", action="store_true", help="audit the pipeline's cleaned split, not the raw one")
+    p.add_argument(
+        "--cleaned", action="store_true", help="audit the pipeline's cleaned split, not the raw one"
+    )
     p.add_argument("--near-k", type=int, default=NEAR_K, help="pHash distance of a near-duplicate candidate")
-    p.add_argument("--near-corr", type=float, default=NEAR_CORR, help="thumbnail correlation that confirms it")
+    p.add_argument(
+        "--near-corr", type=float, default=NEAR_CORR, help="thumbnail correlation that confirms it"
+    )
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the shortcut probe")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -101,7 +105,9 @@ def main(args: argparse.Namespace) -> int:
 
     path = Path(args.dir)
     if not path.exists():
-        print(f"meddistill audit-data: {path} does not exist; give a dataset folder or file.", file=sys.stderr)
+        print(
+            f"meddistill audit-data: {path} does not exist; give a dataset folder or file.", file=sys.stderr
+        )
         return 2
     sources = find_sources(path, args.cleaned)
     if not sources:

@@ -151,6 +151,11 @@ def main(args) -> int:
         max_per_source=prof["max_per_source"],
         seed=args.seed,
     )
+    # data audit of the real sets (duplicates, patients, shortcut probe): goes into every model card
+    t_audit = time.perf_counter()
+    audit = _audit_real(data.real_root)
+    record["data_audit"] = {"wall_s": round(time.perf_counter() - t_audit, 1), "sets": audit}
+    save()
     base = TrainConfig(
         batch_size=prof["batch_size"],
         seed=args.seed,
@@ -212,6 +217,8 @@ def main(args) -> int:
         return _summary(card) | {"step_budget": budget}
 
     stage("nokd", nokd, skip=args.reuse and _checkpoint_done(ckpt["student_nokd"]))
+    if audit:
+        _record_audit(ckpt, audit)
     stage("evaluate", lambda: _evaluate(ckpt, data_dir, out))
     if args.install:
         stage("install", lambda: _install(ckpt))
@@ -220,6 +227,25 @@ def main(args) -> int:
     print(json.dumps({k: v.get("wall_s") for k, v in record["stages"].items()}, indent=1))
     print(f"total {record['total_wall_s'] / 60:.1f} min; record in {doc_path}")
     return 0
+
+
+def _audit_real(real_root: str | None) -> dict:
+    """Per real set: its audit as shipped ("raw") and as the pipeline uses it ("used"); {} without one."""
+    from model.data.audit import audit_real_sets
+
+    return audit_real_sets(real_root) if real_root else {}
+
+
+def _record_audit(ckpt: dict[str, Path], sets: dict) -> None:
+    """Store the audit summary in each trained checkpoint's card (``data_audit``); --install keeps it."""
+    for d in ckpt.values():
+        try:
+            path = _card_path(d)
+        except FileNotFoundError:
+            continue
+        card = json.loads(path.read_text())
+        card["data_audit"] = sets
+        path.write_text(json.dumps(card, indent=2, default=str))
 
 
 def _card_path(d: Path) -> Path:
