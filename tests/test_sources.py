@@ -292,3 +292,17 @@ def test_shared_sets_as_the_pipeline_uses_them():
     ct = by["chest_ct"]
     assert 500 < len(ct.all_samples()) < 685 and ct.cleaning["dropped"]  # repeats dropped
     assert len(ct.samples("test")) > 0 and len(ct.samples("val")) > 0
+
+
+def test_r2gen_broad_words_make_a_finding_unknown_not_negative(tmp_path):
+    from model.data.sources import report_finding_targets
+
+    t, _ = report_finding_targets(
+        "Right basilar opacity. Mild pulmonary vascular congestion. No pneumothorax."
+    )
+    assert np.isnan(t[F("consolidation")]) and np.isnan(t[F("edema")])  # maybe: unknown, not 0
+    assert t[F("pneumothorax")] == 0 and t[F("cardiomegaly")] == 0  # not mentioned: negative
+    t, _ = report_finding_targets("Right lower lobe consolidation. No focal airspace opacity elsewhere.")
+    assert t[F("consolidation")] == 1
+    t, _ = report_finding_targets("Calcified granuloma. No nodule or mass.")
+    assert t[F("nodule")] == 0  # an explicit negative wins over the broad word

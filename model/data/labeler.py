@@ -48,9 +48,10 @@ Decisions (documented because reasonable labelers differ):
   healed infection, *not* a nodule nor a benign tumour (``granuloma_as_nodule=False``); "vascular /
   pulmonary / venous congestion", "engorgement", "redistribution", "cephalization" are pulmonary venous
   hypertension, *not* oedema (``congestion_as_edema=False``); "pneumonia" *is* consolidation
-  (``pneumonia_as_consolidation=True``, as NIH's Pneumonia label maps in ``sources.py``). On real
-  radiology reports the permissive choices cost precision (nodule 0.25, consolidation 0.41, oedema
-  0.47 with all three on). "Nodular" / "linear" / "reticular" / "interstitial" / "ground glass"
+  (``pneumonia_as_consolidation=True``, as NIH's Pneumonia label maps in ``sources.py``). Issue 11
+  measured the permissive choices (all three on, before this table) on real radiology reports:
+  precision nodule 0.25, consolidation 0.41, oedema 0.47. ``sources.report_finding_targets`` makes a
+  finding that only a broad word suggests *unknown* for training, not negative. "Nodular" / "linear" / "reticular" / "interstitial" / "ground glass"
   opacities never count as consolidation (CheXpert Lung Opacity only).
 - Uncertain policy (``LabelerConfig.uncertain``): "uncertain" is kept by default; "positive" (U-Ones)
   or "negative" (U-Zeros) map it after aggregation, as in the CheXpert paper.

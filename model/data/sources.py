@@ -282,6 +282,28 @@ class PhantomSource(Source):
 LABELER_TARGET = {"positive": 1.0, "negative": 0.0, None: 0.0, "uncertain": float("nan")}
 
 
+def report_finding_targets(report: str) -> tuple[np.ndarray, dict]:
+    """(7,) float32 over FINDINGS from a written report + the labels (``label_report``, default config).
+
+    A finding the default (conservative) labeler leaves unsaid but a broader word suggests ("opacity"
+    for consolidation, "vascular congestion" for oedema, "granuloma" for nodule: ``labeler.SYNONYMS``)
+    is *unknown* (NaN), not negative, as NIH "Infiltration" is for consolidation. An explicit negative
+    ("no nodule") stays negative.
+    """
+    from model.data.labeler import LabelerConfig, label_report
+
+    labels = label_report(report)
+    broad = label_report(
+        report,
+        LabelerConfig(opacity_as_consolidation=True, granuloma_as_nodule=True, congestion_as_edema=True),
+    )
+    out = np.asarray([LABELER_TARGET[labels.get(f)] for f in FINDINGS], dtype=np.float32)
+    for i, f in enumerate(FINDINGS):
+        if labels.get(f) is None and broad.get(f) in ("positive", "uncertain"):  # unsaid, not denied
+            out[i] = np.nan
+    return out, labels
+
+
 class R2GenSource(Source):
     """R2Gen layout ``{"train": [{"id", "report", "image_path": [...], "split"}], "val": ..., "test": ...}``.
 
@@ -302,8 +324,6 @@ class R2GenSource(Source):
         self.name = name
 
     def _load(self) -> list[Sample]:
-        from model.data.labeler import label_report
-
         annotation = json.loads(self.annotation_json.read_text())
         out = []
         for key, entries in annotation.items():
@@ -313,8 +333,7 @@ class R2GenSource(Source):
             for entry in entries:
                 report = (entry.get("report") or "").strip()
                 modality = entry.get("modality", "CXR")
-                labels = label_report(report) if report else {}
-                findings = np.asarray([LABELER_TARGET[labels.get(f)] for f in FINDINGS], dtype=np.float32)
+                findings, labels = report_finding_targets(report) if report else (_unknown_findings(), {})
                 tumour = -1
                 if modality == "CT" and labels:
                     tumour = TUMOUR_CLASSES.index(_tumour_from_labels(labels))
