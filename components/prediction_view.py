@@ -218,7 +218,7 @@ def render_ood_warning(preds: dict[str, Prediction]) -> None:
         v = p.verdict
         if v is not None and not v.accepted and v.check.startswith("ood:"):
             st.warning(f"**Out of distribution ({md(m)}):** {md(v.reason)}", icon=":material/report:")
-        elif v is None and p.ood_flag:
+        elif p.ood_flag:  # an uncalibrated (Mahalanobis) flag: a warning, not a refusal
             st.warning(
                 f"**Out of distribution ({md(m)}):** this image is unlike the training data (OOD score "
                 f"{p.ood_score:.1f}). Treat every output below with extra suspicion.",

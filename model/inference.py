@@ -330,6 +330,7 @@ class Predictor:
             ood_flag=flag,
             tumour_subtype=dict(zip(TUMOUR_SUBTYPES, s_prob, strict=True)),
             ood_threshold=self.ood_threshold(study.modality),
+            ood_method="guard_probe" if self.ood_probe is not None else "mahalanobis",
             truncated=truncated,
             token_limit=budget,
         )

@@ -321,6 +321,8 @@ class Prediction:
     ood_flag: bool  # True when ood_score is above the calibrated threshold
     tumour_subtype: dict[str, float] | None = None  # TUMOUR_SUBTYPES -> prob, when the model has the head
     ood_threshold: float = float("nan")  # the threshold ood_flag compares against
+    ood_method: str = "mahalanobis"  # "guard_probe" (calibrated on positives and negatives: refuses) or
+    # "mahalanobis" (the checkpoint's own, in-distribution quantile only: a warning)
     verdict: GuardVerdict | None = None  # the input guard's verdict for this model (model/guard)
     truncated: bool = False  # the token cap stopped the report (its unfinished sentence dropped)
     token_limit: int | None = None  # the token cap the report was decoded under

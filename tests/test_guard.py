@@ -140,8 +140,10 @@ def test_colour_is_recorded_and_warned_about():
     assert gray.image_stats["colourfulness"] == 0.0 and not any("colour" in w for w in gray.warnings)
 
 
-def _pred(flag: bool) -> Prediction:
-    return Prediction("student", "CXR", {}, {}, [], "the lungs are clear .", [], [], {}, 5.0, flag, None, 1.0)
+def _pred(flag: bool, method: str = "guard_probe") -> Prediction:
+    return Prediction(
+        "student", "CXR", {}, {}, [], "the lungs are clear .", [], [], {}, 5.0, flag, None, 1.0, method
+    )
 
 
 def test_model_verdict_travels_with_the_prediction_and_serialises(guard):
@@ -153,6 +155,7 @@ def test_model_verdict_travels_with_the_prediction_and_serialises(guard):
     assert isinstance(refused, GuardVerdict) and not refused.accepted and refused.check == "ood:student"
     assert "5.00 > threshold 1.00" in refused.reason and "'c.png'" in refused.reason
     assert check_prediction(study, _pred(False)).accepted
+    assert check_prediction(study, _pred(True, "mahalanobis")).accepted  # uncalibrated: a warning only
     doc = json.loads(json.dumps(with_verdict(study, _pred(True)).to_dict(), default=float))
     assert doc["verdict"]["check"] == "ood:student" and doc["verdict"]["accepted"] is False
 

@@ -155,9 +155,12 @@ def test_shipped_checkpoint_names():
 
 
 def _png(path, seed=0):
+    """A phantom chest X-ray PNG (the CLI's input guard refuses random pixels)."""
     from PIL import Image
 
-    arr = (_study(seed).pixels * 255).astype(np.uint8)
+    from model.data.phantom import make_case
+
+    arr = (make_case(seed, "CXR", size=128).image * 255).astype(np.uint8)
     Image.fromarray(arr).save(path)
     return path
 

@@ -162,7 +162,7 @@ def check_prediction(study: Study, pred: Prediction) -> GuardVerdict:
     )
     if base is not None and not base.accepted:
         return base
-    if pred.ood_flag:
+    if pred.ood_flag and pred.ood_method == "guard_probe":  # only a calibrated probe refuses (ood.py)
         who = MODEL_NAMES.get(pred.model_id, f"Model '{pred.model_id}'")
         return GuardVerdict(
             accepted=False,
