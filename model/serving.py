@@ -160,6 +160,29 @@ class InferenceQueue:
                 self._busy -= 1
 
 
+def release_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Decoding a large image allocates and frees hundreds of MB in pieces below glibc's mmap threshold;
+    without a trim they stay in the process (8 concurrent 9-MP loads: +470 MB RSS while 96 MB were
+    live; through the queue and trimmed: +86 MB).
+    """
+    global _libc
+    if _libc is None:
+        try:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
+_libc = None
+
+
 def _load_average() -> float:
     """1-minute load average (0 where the platform has none)."""
     try:
