@@ -84,7 +84,22 @@ def served_study(study: Study, max_side: int = SERVE_MAX_SIDE) -> Study:
 def load_study_cached(sha: str, name: str, frame: int, hint: str | None, _data: bytes) -> Study:
     """Parse once per (bytes, frame, modality hint) and keep the served (display-size) copy; raises the
     loader's ImageLoadError (not cached). Bounded by entries, age and ``server.maxCacheDataSize``."""
-    return served_study(_loader().load_study(_data, name, frame=frame, modality_hint=hint))
+    from model.serving import shared_queue
+
+    # decoding is heavy CPU and memory work too: it takes its turn on the inference queue, so eight
+    # sessions uploading 40-MP files decode two at a time, not eight (peak memory bounded)
+    return shared_queue().run(_load_served, _data, name, frame, hint)
+
+
+def _load_served(data: bytes, name: str, frame: int, hint: str | None) -> Study:
+    from model.serving import release_memory
+
+    study = _loader().load_study(data, name, frame=frame, modality_hint=hint)
+    served = served_study(study)
+    if served is not study:
+        del study
+        release_memory()  # the full-size arrays' pages go back to the OS now, not "some day"
+    return served
 
 
 def try_load(
