@@ -78,8 +78,8 @@ def report_style_ui() -> ReportStyle:
             1.0,
             step=0.1,
             key="rc_temperature",
-            help="Below 1 sharpens the distribution (0.1 is close to greedy); above 1 flattens it, so rarer "
-            "words and phrasings appear.",
+            help="Below 1 sharpens the distribution toward the greedy choice (where the model is torn between "
+            "two words, either can still come out); above 1 flattens it, so rarer words and phrasings appear.",
         )
         kwargs["seed"] = int(
             sb.number_input(
