@@ -259,7 +259,9 @@ def guard_study_ui(study: Study, key: str, chosen: str | None) -> Study:
     if guard is None:
         st.caption(f":material/warning: {md(guard_missing_note())}")
         return study
-    checked = guard.check(study, override=chosen)
+    from model.serving import shared_queue
+
+    checked = shared_queue().run(guard.check, study, override=chosen)  # torch work: on the inference queue
     v = checked.verdict
     if v.detected_modality == "neither":
         detected = f"neither chest X-ray nor chest CT ({v.confidence:.0%})"
