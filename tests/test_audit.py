@@ -260,6 +260,7 @@ def test_phantom_audit_has_no_exact_copies(tmp_path):
     # (phantoms share one template, so some distinct cases pass as near copies: see audit.py)
     assert rep.n_images == 20 and rep.splits == {"train": 10, "val": 5, "test": 5}
     assert rep.duplicates["exact"]["groups"] == 0 and rep.patients == {"available": False}
+    assert not any("treat them as leaked" in w for w in rep.warnings)
     assert "summary" not in summary(rep) and summary(rep)["images"] == 20
 
 

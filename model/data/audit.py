@@ -502,7 +502,12 @@ def _warnings(rep: AuditReport) -> list[str]:
             "does this for the pipeline) or re-split."
         )
     near = sum(d["near"]["pairs_across_splits"].values())
-    if near:
+    if near and rep.kind == "PhantomSource":
+        out.append(
+            f"{rep.source}: {near} pairs of phantoms across splits look near-identical; phantoms share one "
+            "template, so this measures the template, not leaked copies (each phantom is its own case)."
+        )
+    elif near:
         out.append(
             f"{rep.source}: {near} pairs of near-identical images straddle splits; treat them as leaked "
             "copies."
