@@ -7,8 +7,11 @@ Every place that shows such text goes through this module:
 
 - :func:`md` for Markdown-rendering elements: ASCII punctuation is backslash-escaped (CommonMark lets
   any of it be escaped, and an escaped character is always literal text), so no
-  link, autolink (``www.``, ``http:``, ``a@b.c``), image, emphasis, HTML tag, entity, directive or
-  formula can form; line breaks become spaces (no headings or lists).
+  link, image, emphasis, HTML tag, entity, directive or formula can form; line breaks become spaces
+  (no headings or lists). GFM's *literal* autolinks (``www.x.y``, ``https://x``, ``a@b.c``) are found
+  in the text after escapes are resolved (checked in Chromium: an escaped ``www.example.com`` still
+  became a link), so they are broken with an invisible WORD JOINER (U+2060) inside ``www``, after ``:`` of
+  ``scheme://`` / ``mailto:`` and after ``@``.
 - :func:`plain_name` for elements that show plain text (selectbox options, ``st.html`` after
   ``html.escape``): the name the loader uses in its messages, without invisible characters
   (right-to-left overrides...) and shortened in the middle when long.
@@ -26,6 +29,9 @@ log = logging.getLogger(__name__)
 
 #: CommonMark's escapable ASCII punctuation, less , ; ? % ' " (they start no construct on their own)
 _PUNCTUATION = re.compile(r"""([!#$&()*+\-./:<=>@\[\\\]^_`{|}~])""")
+_JOINER = "\u2060"  # WORD JOINER: invisible, no line break; splits GFM's literal autolink patterns
+_AUTOLINK_WWW = re.compile(r"www(?=\.)", re.IGNORECASE)
+_AUTOLINK_SCHEME = re.compile(r"(?:https?|ftp|mailto|xmpp)\\:", re.IGNORECASE)  # on escaped text: "http\:"
 _INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}  # controls, bidi overrides, zero-width characters
 
 
@@ -33,7 +39,10 @@ def md(text: object) -> str:
     """Any user-supplied text -> Markdown that renders exactly that text (on one line)."""
     visible = (ch for ch in str(text) if ch.isspace() or unicodedata.category(ch) not in _INVISIBLE)
     flat = " ".join("".join(visible).split())
-    return _PUNCTUATION.sub(r"\\\1", flat)
+    flat = _AUTOLINK_WWW.sub(lambda m: m.group(0)[:2] + _JOINER + m.group(0)[2], flat)
+    escaped = _PUNCTUATION.sub(r"\\\1", flat)
+    escaped = _AUTOLINK_SCHEME.sub(lambda m: m.group(0) + _JOINER, escaped)
+    return escaped.replace("\\@", "\\@" + _JOINER)
 
 
 def plain_name(name: str) -> str:

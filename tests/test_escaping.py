@@ -15,7 +15,7 @@ from markdown_it import MarkdownIt
 from components.escaping import md, md_error, md_name, plain_name
 from model.data.imaging import MAX_NAME_CHARS, CorruptImageError, display_name
 
-RLO, RLM, ZWSP = "\u202e", "\u200f", "\u200b"
+RLO, RLM, ZWSP, JOINER = "\u202e", "\u200f", "\u200b", "\u2060"
 
 HOSTILE_NAMES = [
     "[Re-upload here](https:example.com).png",
@@ -50,7 +50,28 @@ def test_md_renders_as_exactly_its_text(name):
     assert "<a " not in rendered and "<img" not in rendered
     tags = set(re.findall(r"</?([a-zA-Z0-9]+)", rendered))
     assert tags <= {"p"}, (name, rendered)  # one paragraph, nothing else: no heading, list, code, html
-    assert _text_of(rendered) == shown
+    assert _text_of(rendered).replace(JOINER, "") == shown
+
+
+# GFM's literal autolinks, as remark-gfm finds them in the text *after* escapes are resolved.
+GFM_LITERAL = {
+    "www": re.compile(r"www\.", re.IGNORECASE),
+    "scheme": re.compile(r"(?:https?|ftp|mailto|xmpp)://|(?:mailto|xmpp):[-.+\w]", re.IGNORECASE),
+    "email": re.compile(r"[-.+\w]+@[-\w]+(?:\.[-\w]+)+"),
+}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["www.example.com", "WWW.Example.org/x", "mail@example.com", "https://example.com", "ftp://a.b",
+     "mailto:a@b.c", "see http://x.y and www.z.w now"],
+)  # fmt: skip
+def test_md_breaks_gfm_literal_autolinks(text):
+    assert any(p.search(text) for p in GFM_LITERAL.values())  # the pattern is there before
+    seen = _text_of(_RENDER.render(md(text)))  # what the autolink pass would scan
+    for what, pattern in GFM_LITERAL.items():
+        assert not pattern.search(seen), (what, seen)
+    assert seen.replace(JOINER, "") == text  # and it still reads the same
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
@@ -77,7 +98,7 @@ def test_display_name_basename_and_invisible_characters():
 
 def test_md_name_of_the_user_test_file():
     assert md_name("[Re-upload here](https:example.com).png") == (
-        "\\[Re\\-upload here\\]\\(https\\:example\\.com\\)\\.png"
+        f"\\[Re\\-upload here\\]\\(https\\:{JOINER}example\\.com\\)\\.png"
     )
 
 
