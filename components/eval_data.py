@@ -47,7 +47,11 @@ HEADLINE: tuple[tuple[str, str, bool], ...] = (
     ("subtype.accuracy", "Tumour subtype accuracy", True),  # real CT sets with subtype labels
 )
 #: display unit per metric for ``fmt`` (default: 3 significant digits)
-UNITS = {"efficiency.parameters": "count", "efficiency.checkpoint_mb": "MB", "efficiency.latency_median_ms": "ms"}
+UNITS = {
+    "efficiency.parameters": "count",
+    "efficiency.checkpoint_mb": "MB",
+    "efficiency.latency_median_ms": "ms",
+}
 
 
 def eval_dir() -> Path:
@@ -179,24 +183,26 @@ def tradeoff_note(trade: dict, models: list[str]) -> str | None:
     """Why the clinical-F1-vs-length curves are flat, with the result's own numbers; None if they move."""
     curves = trade.get("curves") or {}
     lines = [(m, d, cur) for m in models for d, cur in (curves.get(m) or {}).items()]
-    spread = [max(v) - min(v) for *_, c in lines if len(v := [x for x in c.get("clinical_f1") or [] if x is not None]) > 1]
+    f1s = [[x for x in c.get("clinical_f1") or [] if x is not None] for *_, c in lines]
+    spread = [max(v) - min(v) for v in f1s if len(v) > 1]
     if not spread or max(spread) >= FLAT:
         return None
     words = [x for *_, c in lines for x in c.get("mean_tokens") or [] if x is not None]
-    caps = trade.get("max_new_tokens") or []
+    caps = trade.get("max_new_tokens") or ["?"]
     out = [
-        f"Why the clinical-F1 curves are flat: they move by at most {fmt(max(spread))} from {caps[0] if caps else '?'} "
-        f"to {caps[-1] if caps else '?'} tokens, while reports run from {fmt(min(words, default=None))} to "
+        f"Why the clinical-F1 curves are flat: they move by at most {fmt(max(spread))} from {caps[0]} "
+        f"to {caps[-1]} tokens, while reports run from {fmt(min(words, default=None))} to "
         f"{fmt(max(words, default=None))} tokens on average. Clinical F1 scores positive findings only (a "
         "finding a report does not mention counts as negative), and the reports state their positive "
-        "findings in the opening sentence; what a longer report adds is negations (\"No pleural effusion or "
-        "pneumothorax.\") and descriptors, which clinical F1 does not count."
+        "findings in the opening sentence; what a longer report adds is negations (\"No pleural effusion "
+        "or pneumothorax.\") and descriptors, which clinical F1 does not count."
     ]
-    complete = [c["positives_complete"][0] for *_, c in lines if (c.get("positives_complete") or [None])[0] is not None]
+    complete = [(c.get("positives_complete") or [None])[0] for *_, c in lines]
+    complete = [x for x in complete if x is not None]
     if complete:
         out.append(
-            f"Measured: at {caps[0] if caps else 'the smallest cap'} tokens, {fmt(min(complete), '%')} to "
-            f"{fmt(max(complete), '%')} of the reports already state every positive finding of their full text."
+            f"Measured: at {caps[0]} tokens, {fmt(min(complete), '%')} to {fmt(max(complete), '%')} of the "
+            "reports already state every positive finding of their full text."
         )
     stated = trade.get("positives_stated_by") or {}
     if stated:
@@ -385,9 +391,9 @@ def _read_json(path: Path) -> dict:
 def _rebuilt(result_json: str, case_json: str) -> CaseStudy:
     """Rebuild one phantom from its seed (about 0.1 s a chest X-ray); cached per case."""
     rebuilt = rebuild_case(json.loads(result_json), json.loads(case_json))
-    seed = (
-        f"the generate-data default seed {rebuilt.dataset_seed}" if rebuilt.assumed else f"seed {rebuilt.seed}"
-    )
+    seed = f"seed {rebuilt.seed}"
+    if rebuilt.assumed:
+        seed = f"the generate-data default seed {rebuilt.dataset_seed}"
     return CaseStudy(
         png=rebuilt.png(),
         mask_png=rebuilt.mask_png(),

@@ -103,6 +103,8 @@ def test_evaluate_writes_every_section(tiny, tmp_path):
     curves = result["tradeoff"]["curves"]["teacher"]["brief"]
     assert curves["max_new_tokens"] == [4, 8, 16] and len(curves["bleu_4"]) == 3
     assert curves["mean_tokens"] == sorted(curves["mean_tokens"])
+    assert len(curves["statement_recall"]) == len(curves["positives_complete"]) == 3
+    assert curves["positives_complete"][-1] == 1.0  # the largest cap is the whole report
     if real:
         assert result["real"], "real sets present but no real section"
         cf = result["real"]["chest_ct_test"]["counterfactual"]

@@ -125,7 +125,9 @@ if curves and present:
             if cur and y_key in cur:
                 lines[f"{m} · {d}"] = (cur["max_new_tokens"], cur[y_key])
     st.plotly_chart(
-        make_curve_figure(lines, f"{TRADE_METRICS[y_key]} vs maximum length", "max new tokens", TRADE_METRICS[y_key]),
+        make_curve_figure(
+            lines, f"{TRADE_METRICS[y_key]} vs maximum length", "max new tokens", TRADE_METRICS[y_key]
+        ),
         key="met_tradeoff",
     )
     why = tradeoff_note(trade, models)
@@ -154,7 +156,8 @@ if result.get("real"):
     st.subheader("Real data sets")
     st.caption("The same metrics on the real sets found at evaluation time (percentages of the teacher).")
     for name, section in result["real"].items():
-        trained = [NAMES.get(m, m) for m, r in (section.get("models") or {}).items() if r.get("trained_on_source")]
+        per_model = section.get("models") or {}
+        trained = [NAMES.get(m, m) for m, r in per_model.items() if r.get("trained_on_source")]
         st.markdown(f"**{name}**: {data_caption(section.get('data') or {})}.")
         if trained:
             st.caption(f"Trained on this source (its training split): {', '.join(trained)}.")
@@ -170,7 +173,7 @@ with st.expander("Declared metric protocol"):
         st.markdown(f"**{title}**")
         st.table(frame)
 with st.expander("Evaluation config, timing and environment"):
-    blocks = {k: result.get(k) for k in ("config", "timing", "environment") if isinstance(result.get(k), dict)}
+    blocks = {k: result[k] for k in ("config", "timing", "environment") if isinstance(result.get(k), dict)}
     for title, frame in protocol_frames(blocks):
         st.markdown(f"**{title}**")
         st.table(frame)

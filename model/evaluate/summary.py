@@ -176,7 +176,8 @@ def markdown_summary(result: Mapping) -> str:
         out.append("|---|---|" + "---|" * len(caps))
         for model, per_detail in trade["curves"].items():
             for detail, c in per_detail.items():
-                cells = [" / ".join(_fmt(v, "{:.2f}") for v in vals) for vals in zip(*(c[k] for k in keys), strict=True)]
+                columns = zip(*(c[k] for k in keys), strict=True)  # one tuple of values per cap
+                cells = [" / ".join(_fmt(v, "{:.2f}") for v in vals) for vals in columns]
                 out.append(f"| {model} | {detail} | " + " | ".join(cells) + " |")
         out += ["", "Clinical F1 counts positive findings only and reports state them first, so it barely "
                 "moves with the cap; statement recall counts negations too (docs/eval_schema.md).", ""]  # fmt: skip
