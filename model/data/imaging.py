@@ -206,14 +206,14 @@ def load_study(
     study.sha256 = hashlib.sha256(data).hexdigest()
     study.source = name
     h, w = study.pixels.shape
-    colour = study.meta.get("Photometric interpretation", study.meta.get("Colour mode", "L"))
-    study.image_stats = {  # what grayscale pixels lose, for the input guard (model/guard)
-        "height": float(h),
-        "width": float(w),
-        "colour_source": float(str(colour).upper() not in ("L", "1", "I", "I;16", "I;16B", "I;16L", "F", "LA")
-                               and not str(colour).upper().startswith("MONOCHROME")),
-        **study.image_stats,
-    }
+    colour = str(study.meta.get("Photometric interpretation", study.meta.get("Colour mode", "L"))).upper()
+    colour_file = colour not in ("L", "1", "I", "I;16", "I;16B", "I;16L", "F", "LA") and not colour.startswith(
+        "MONOCHROME"
+    )
+    stats = {"height": float(h), "width": float(w), **study.image_stats}  # for the input guard (model/guard)
+    # a colour file with grey pixels (RGBA exports of CT slices, say) counts as grey; colour DICOM as colour
+    stats["colour_source"] = float(colour_file and stats.get("colourfulness", COLOURFUL) > 10.0)
+    study.image_stats = stats
     return study
 
 
