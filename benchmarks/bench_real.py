@@ -57,7 +57,9 @@ def swap_figures(predictors, real_dir: Path, limit: int, seed: int) -> dict:
         held_out = source.samples("val") + source.samples("test")
         out[source.name] = {
             "held_out": intensity_swap(predictors, held_out, load_sample_study, limit=limit, seed=seed),
-            "all": intensity_swap(predictors, source.all_samples(), load_sample_study, limit=limit, seed=seed),
+            "all": intensity_swap(
+                predictors, source.all_samples(), load_sample_study, limit=limit, seed=seed
+            ),
         }
     return out
 

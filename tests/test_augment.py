@@ -85,7 +85,9 @@ def test_model_with_input_norm_ignores_brightness_and_without_does_not():
         model, cfg = tiny_model()
         model = type(model)(dataclasses.replace(cfg, input_norm=norm)).eval()
         with torch.no_grad():
-            outs[norm] = (model.forward_features(x) - model.forward_features(0.5 * x + 0.3)).abs().max().item()
+            outs[norm] = (
+                (model.forward_features(x) - model.forward_features(0.5 * x + 0.3)).abs().max().item()
+            )
     assert outs["per_image"] < 1e-2 < outs["none"]
 
 
@@ -121,7 +123,9 @@ def test_intensity_norm_defaults_on_with_real_sets_and_serves_the_same(tmp_path)
     assert cfg.input_norm == "per_image"
     _, cfg_p = _build(TINY_PRESETS["tiny-student"], len(tok), None, DataConfig(data_dir="x"))
     assert cfg_p.input_norm == "none"
-    _, cfg_off = _build(TINY_PRESETS["tiny-student"], len(tok), None, DataConfig(data_dir="x", real_root="/r"), False)
+    _, cfg_off = _build(
+        TINY_PRESETS["tiny-student"], len(tok), None, DataConfig(data_dir="x", real_root="/r"), False
+    )
     assert cfg_off.input_norm == "none"
     model, _ = _build(TINY_PRESETS["tiny-student"], len(tok), None, DataConfig(data_dir="x", real_root="/r"))
     loaded = load_checkpoint(save_checkpoint(tmp_path / "ck", model, tok, {"model_id": "s"}))

@@ -28,7 +28,9 @@ def test_match_histogram_takes_the_template_values_and_keeps_ranks():
 
 
 def _ct_sample(i: int, tumour: int) -> Sample:
-    return Sample(id=f"ct{i}", split="test", modality="CT", source="toy", image_path=None, tumour_target=tumour)
+    return Sample(
+        id=f"ct{i}", split="test", modality="CT", source="toy", image_path=None, tumour_target=tumour
+    )
 
 
 def _toy_study(sample) -> Study:
@@ -47,7 +49,9 @@ def _fake_predict(rule):
         for st in studies:
             p_tumour = rule(st.pixels)
             probs = dict(zip(TUMOUR_CLASSES, (1 - p_tumour, 0.0, p_tumour), strict=True))
-            out.append(Prediction("m", "CT", dict.fromkeys(FINDINGS, 0.0), probs, [], "", [], [], {}, 0.0, False))
+            out.append(
+                Prediction("m", "CT", dict.fromkeys(FINDINGS, 0.0), probs, [], "", [], [], {}, 0.0, False)
+            )
         return out
 
     return predict
@@ -78,7 +82,9 @@ def test_labels_and_skip():
     cxr = Sample(id="x", split="test", modality="CXR", source="t", image_path=None)
     assert is_abnormal_sample(cxr) is None  # unknown findings: neither group
     only_normal = [_ct_sample(i, 0) for i in range(3)]
-    assert "skipped" in intensity_swap({"m": None}, only_normal, _toy_study, predict=_fake_predict(lambda px: 0.0))
+    assert "skipped" in intensity_swap(
+        {"m": None}, only_normal, _toy_study, predict=_fake_predict(lambda px: 0.0)
+    )
 
 
 def tiny_predictor(tmp_path):
@@ -92,13 +98,16 @@ def tiny_predictor(tmp_path):
     torch.manual_seed(0)
     tok = build_tokenizer(["no nodule or mass.", "a spiculated mass in the right lower lobe."])
     cfg = __import__("dataclasses").replace(TINY_PRESETS["tiny-student"], vocab_size=len(tok))
-    return Predictor.from_dir(save_checkpoint(tmp_path / "tiny", build_model(cfg), tok, {"model_id": "tiny"}), "tiny")
+    return Predictor.from_dir(
+        save_checkpoint(tmp_path / "tiny", build_model(cfg), tok, {"model_id": "tiny"}), "tiny"
+    )
 
 
 @pytest.mark.skipif(not (SHARED / "chest_ct").is_dir(), reason="../shared/data/chest_ct not present")
 def test_real_ct_swap_runs_on_a_tiny_model(tmp_path):
     from model.data.sources import ClassFolderSource
     from model.evaluate.run import load_sample_study
+
     samples = ClassFolderSource(SHARED / "chest_ct").samples("test")
     r = intensity_swap({"tiny": tiny_predictor(tmp_path)}, samples, load_sample_study, limit=3)
     block = r["models"]["tiny"]["normal_to_abnormal"]

@@ -49,7 +49,9 @@ def cxr_folders(tmp_path):
         _png(root / "test" / "NORMAL" / f"n{i}.png", 10 + i, 0.6)
         _png(root / "test" / "OTHER" / f"o{i}.png", 20 + i, 0.4)
     labels = tmp_path / "labels.json"
-    labels.write_text(json.dumps({"modality": "CXR", "labels": {"PNEUMONIA": "consolidation", "NORMAL": "normal"}}))
+    labels.write_text(
+        json.dumps({"modality": "CXR", "labels": {"PNEUMONIA": "consolidation", "NORMAL": "normal"}})
+    )
     return root, labels
 
 
@@ -77,7 +79,9 @@ def test_folder_source_applies_the_map(cxr_folders):
     samples = source.all_samples()
     assert len(samples) == 8 and source.unmapped == ["OTHER"]  # unmapped folder left out, and said so
     pneu = [s for s in samples if "PNEUMONIA" in s.id]
-    assert all(s.modality == "CXR" and s.finding_targets[FINDINGS.index("consolidation")] == 1.0 for s in pneu)
+    assert all(
+        s.modality == "CXR" and s.finding_targets[FINDINGS.index("consolidation")] == 1.0 for s in pneu
+    )
     assert all("consolidation" in s.report.lower() for s in pneu)
     normal = [s for s in samples if "NORMAL" in s.id]
     assert all((s.finding_targets == 0).all() for s in normal)
@@ -133,5 +137,8 @@ def test_cli_external(ckpt, cxr_folders, tmp_path, capsys):
     assert main([*args[:7], "--label-map", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "bad.json" in err and "not valid JSON" in err and "Error" not in err
-    assert main(["evaluate", "--checkpoints", f"teacher={ckpt['teacher']}", "--external", str(tmp_path / "no")]) == 2
+    assert (
+        main(["evaluate", "--checkpoints", f"teacher={ckpt['teacher']}", "--external", str(tmp_path / "no")])
+        == 2
+    )
     assert "is not a folder" in capsys.readouterr().err

@@ -17,7 +17,9 @@ def _cases(n: int = 120):
         for i in range(n):
             t = sample_truth(np.random.default_rng(i), modality, f"{modality}{i}")
             truths.append(t)
-            texts.append(write_report(t, ("brief", "standard", "detailed")[i % 3], np.random.default_rng(i + 1)))
+            texts.append(
+                write_report(t, ("brief", "standard", "detailed")[i % 3], np.random.default_rng(i + 1))
+            )
     return truths, texts
 
 

@@ -51,14 +51,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--checkpoints", nargs="+", metavar="NAME=DIR", help="default: shipped teacher/student/student_nokd"
     )
     p.add_argument("--data", default=None, help="phantom set written by `meddistill generate-data`")
-    p.add_argument("--external", default=None, metavar="DIR",
-                   help="score a labelled set you bring instead of the phantoms (see --format, --label-map)")
-    p.add_argument("--format", default="folders", choices=("folders", "nih-csv", "r2gen"),
-                   help="layout of --external: class folders, an NIH-style CSV, or R2Gen annotation.json")
-    p.add_argument("--label-map", default=None, metavar="FILE",
-                   help="JSON: source label -> our finding / tumour class (see README)")
-    p.add_argument("--counterfactual-limit", type=int, default=100,
-                   help="intensity-swap test on real / external sets: cases per class (0 = off)")
+    p.add_argument(
+        "--external",
+        default=None,
+        metavar="DIR",
+        help="score a labelled set you bring instead of the phantoms (see --format, --label-map)",
+    )
+    p.add_argument(
+        "--format",
+        default="folders",
+        choices=("folders", "nih-csv", "r2gen"),
+        help="layout of --external: class folders, an NIH-style CSV, or R2Gen annotation.json",
+    )
+    p.add_argument(
+        "--label-map",
+        default=None,
+        metavar="FILE",
+        help="JSON: source label -> our finding / tumour class (see README)",
+    )
+    p.add_argument(
+        "--counterfactual-limit",
+        type=int,
+        default=100,
+        help="intensity-swap test on real / external sets: cases per class (0 = off)",
+    )
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--limit", type=int, default=None, help="at most N cases per section (stable subset)")
     p.add_argument("--val-limit", type=int, default=200, help="validation cases for the max-F1 thresholds")

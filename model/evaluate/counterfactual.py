@@ -137,7 +137,9 @@ def intensity_swap(
     }
 
 
-def _flip_block(before: list[tuple[bool, float]], after: list[tuple[bool, float]], other_is_abnormal: bool) -> dict:
+def _flip_block(
+    before: list[tuple[bool, float]], after: list[tuple[bool, float]], other_is_abnormal: bool
+) -> dict:
     b = np.asarray([d for d, _ in before])
     a = np.asarray([d for d, _ in after])
     not_other_before = (~b) if other_is_abnormal else b  # cases not yet called the other class

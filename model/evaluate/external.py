@@ -107,9 +107,7 @@ def load_label_map(path: str | Path) -> tuple[dict[str, Target], str | None]:
     if bad:
         allowed = ", ".join([*FINDINGS, "normal", *(f"tumour:{c}" for c in TUMOUR_CLASSES), *TUMOUR_SUBTYPES,
                              "ignore"])  # fmt: skip
-        raise LabelMapError(
-            f"Label map {path}: unknown target for {', '.join(bad)}. Use one of: {allowed}."
-        )
+        raise LabelMapError(f"Label map {path}: unknown target for {', '.join(bad)}. Use one of: {allowed}.")
     return out, modality.upper() if modality else None
 
 
@@ -209,7 +207,9 @@ def build_external_source(root: str | Path, fmt: str, label_map_path: str | Path
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
     if not root.is_dir():
-        raise FileNotFoundError(f"External set {root} is not a folder: give the folder that holds the images.")
+        raise FileNotFoundError(
+            f"External set {root} is not a folder: give the folder that holds the images."
+        )
     label_map, modality = load_label_map(label_map_path) if label_map_path else (None, None)
     name = f"external_{root.name}"
     if fmt == "folders":
@@ -223,7 +223,9 @@ def build_external_source(root: str | Path, fmt: str, label_map_path: str | Path
     if fmt == "nih-csv":
         csvs = sorted(root.glob("*.csv"))
         if not csvs:
-            raise FileNotFoundError(f"External set {root} has no .csv file: nih-csv needs the labels CSV there.")
+            raise FileNotFoundError(
+                f"External set {root} has no .csv file: nih-csv needs the labels CSV there."
+            )
         if label_map is None:
             return NIHSource(csvs[0], root, name=name)
         return MappedNIHSource(csvs[0], root, label_map, name=name)

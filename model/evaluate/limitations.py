@@ -70,7 +70,9 @@ def _cxr_item(model: str, evaluation: Mapping | None, real: Mapping | None) -> d
         return None
     parts = []
     if auroc is not None:
-        parts.append(f"findings macro AUROC {auroc:.2f} on held-out real chest X-rays (NIH thumbnails; 0.50 = chance)")
+        parts.append(
+            f"findings macro AUROC {auroc:.2f} on held-out real chest X-rays (NIH thumbnails; 0.50 = chance)"
+        )
     if normal is not None:
         parts.append(f"{_pct(normal)} of the real films with a finding are reported as normal (n={n_abn})")
     return {
@@ -120,7 +122,9 @@ def _location_item(model: str, evaluation: Mapping | None, real: Mapping | None)
 LIMITATION_BUILDERS = (_swap_item, _cxr_item, _location_item)
 
 
-def known_limitations(model: str, evaluation: Mapping | None = None, real: Mapping | None = None) -> list[dict]:
+def known_limitations(
+    model: str, evaluation: Mapping | None = None, real: Mapping | None = None
+) -> list[dict]:
     """The list for one model from an evaluation JSON and / or a bench_real JSON (missing figures: no item)."""
     return [item for build in LIMITATION_BUILDERS if (item := build(model, evaluation, real))]
 
@@ -131,4 +135,6 @@ def write_card_limitations(card_path: str | Path, items: list[dict]) -> None:
     text = path.read_text()
     card = json.loads(text)
     card["known_limitations"] = items
-    path.write_text(json.dumps(card, indent=2) + ("\n" if text.endswith("\n") else ""))  # the file's own layout
+    path.write_text(
+        json.dumps(card, indent=2) + ("\n" if text.endswith("\n") else "")
+    )  # the file's own layout
