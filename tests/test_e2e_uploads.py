@@ -44,7 +44,8 @@ PAGE_FACTS_JS = """() => {
 def test_hostile_names_are_plain_text_in_the_browser(server):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
-    files = [{"name": n, "mimeType": "image/png", "buffer": f"not an image: {k}".encode()} for k, n in NAMES.items()]
+    bodies = {k: f"not an image: {k}".encode() for k in NAMES}
+    files = [{"name": n, "mimeType": "image/png", "buffer": bodies[k]} for k, n in NAMES.items()]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
