@@ -185,3 +185,17 @@ def test_reading_a_file_with_identifiers_logs_none_of_them(caplog, pydicom_handl
     for secret in ID_STRINGS:
         assert secret not in logged
         assert secret not in repr(study)
+
+
+def test_intact_ybr_full_422_is_not_called_truncated():
+    """4:2:2 pixel data is 2/3 of rows x cols x 3 samples: the length check must not call it damaged."""
+    data = bundled("SC_ybr_full_422_uncompressed.dcm")
+    with pytest.raises(ImageLoadError, match="study; only chest X-ray"):  # intact: the modality rule speaks
+        load_study(data, "ybr.dcm")
+    study = load_study(data, "ybr.dcm", modality_hint="CXR")
+    assert study.pixels.ndim == 2 and study.pixels.size > 0
+
+
+def test_pydicom_truncated_test_file_is_damaged():
+    with pytest.raises(CorruptImageError, match="truncated"):
+        load_study(bundled("MR_truncated.dcm"), "MR_truncated.dcm")

@@ -386,6 +386,8 @@ def _check_pixel_length(
 ) -> None:
     if tsyntax is None or tsyntax.is_compressed:
         return
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "YBR_FULL_422" and samples == 3:
+        samples = 2  # 4:2:2 chroma subsampling stores two values per pixel on average (PS3.3 C.7.6.3.1.2)
     n_bits = rows * cols * n_frames * samples * bits
     expected = (n_bits + 7) // 8
     if len(ds.PixelData) < expected:
