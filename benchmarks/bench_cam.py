@@ -54,6 +54,21 @@ def cam_target(case) -> tuple[str, np.ndarray] | None:
     return f"finding:{name}", case.masks[name]
 
 
+def chance(cases) -> dict:
+    """What no model reaches by looking: a uniformly random point (expected hit = share of the image the
+    dilated mask covers) and the image centre, under the same pointing-game tolerance."""
+    from scipy import ndimage
+
+    shares, centre = [], []
+    for c, _, mask in cases:
+        h, w = mask.shape
+        tol = round(localization.DEFAULT_TOLERANCE_FRAC * max(h, w))
+        grown = ndimage.binary_dilation(mask, structure=np.ones((2 * tol + 1, 2 * tol + 1), bool))
+        shares.append(float(grown.mean()))
+        centre.append(bool(grown[h // 2, w // 2]))
+    return {"random_point": float(np.mean(shares)), "centre_point": float(np.mean(centre)), "n": len(cases)}
+
+
 def _block(hits, ious, flats) -> dict:
     return {
         "pointing_game": float(np.mean(hits)) if hits else None,
@@ -70,6 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--out", default=str(RESULTS / "cam.json"))
+    ap.add_argument("--chance-only", action="store_true", help="add the chance baseline to an existing --out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -88,6 +104,13 @@ def main(argv=None) -> int:
                 cases.append((c, *t))
                 got += 1
 
+    if args.chance_only:
+        result = json.loads(Path(args.out).read_text())
+        result["chance"] = chance(cases)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        Path(args.out).with_suffix(".md").write_text(to_markdown(result))
+        print(to_markdown(result))
+        return 0
     predictors = {m: Predictor.from_dir(shipped_checkpoint(m), m) for m in args.models}
     grid = {}
     rows = {m: {} for m in predictors}  # model -> "layer|method" -> lists
@@ -155,6 +178,7 @@ def main(argv=None) -> int:
         "best_per_model": best,
         "chosen": {"layer": best_layer, "method": chosen_method, "metrics": chosen},
         "baseline_layer4_gradcam": baseline,
+        "chance": chance(cases),
         "method_mean_pointing_game": method_score,
         "wall_s": round(time.perf_counter() - t0, 1),
         "threads": args.threads,
@@ -187,6 +211,9 @@ def to_markdown(r: dict) -> str:
             layer, method = key.split("|")
             lines.append(f"| {m} | {layer} | {r['feature_grid'][m][layer]} | {method} | {_f(b['pointing_game'])} | "
                          f"{_f(b['iou'])} | {_f(b['flat_rate'])} |")  # fmt: skip
+    if r.get("chance"):
+        lines += ["", f"Chance: a uniformly random point hits {_f(r['chance']['random_point'])}, the image centre "
+                  f"{_f(r['chance']['centre_point'])} (same cases, same tolerance)."]  # fmt: skip
     ch = r["chosen"]
     lines += ["", f"Chosen: method **{ch['method']}**, layers {ch['layer']}.", ""]
     for m, b in ch["metrics"].items():

@@ -12,10 +12,23 @@ from components.escaping import md_error, md_name
 from components.model_store import MODEL_TITLES, ModelSet
 from components.predictions import explain_cached
 from components.study_view import display_pixels, draw_mask_outlines
-from model.explain.gradcam import CAM_METHODS, list_targets, overlay, sentence_texts
+from model.explain.gradcam import (
+    CAM_METHODS,
+    DEFAULT_CAM_LAYER,
+    DEFAULT_CAM_METHOD,
+    list_targets,
+    overlay,
+    sentence_texts,
+)
 from model.types import FINDING_LABELS, FINDINGS, PatientContext, Prediction, ReportStyle, Study
 
 CAM_WIDTH = 400  # px per overlay
+CAM_DEFAULT_NOTE = (
+    f"Default: {DEFAULT_CAM_METHOD} on the teacher's {DEFAULT_CAM_LAYER['resnet50']} and the student's "
+    f"{DEFAULT_CAM_LAYER['mobilenet_v3_small']}, the best pointing game on the validation phantoms "
+    "(benchmarks/results/cam.json): an 8 x 8 grid at 128 px instead of the last stage's 4 x 4. Both models "
+    "still localise poorly on the phantoms: treat the maps as coarse hints."
+)
 
 
 def default_target(study: Study, preds: dict[str, Prediction]) -> str:
@@ -43,8 +56,10 @@ def cam_controls_ui(study: Study, preds: dict[str, Prediction], key: str) -> tup
         st.session_state[tkey] = default_target(study, preds)
     c1, c2, c3 = st.columns([2, 1, 1])
     target = c1.selectbox("Explain", targets, format_func=lambda t: _target_label(t, preds), key=tkey)
-    method = c2.selectbox("Method", CAM_METHODS, key="cam_method")
+    st.session_state.setdefault("cam_method", DEFAULT_CAM_METHOD)
+    method = c2.selectbox("Method", CAM_METHODS, key="cam_method", help=CAM_DEFAULT_NOTE)
     alpha = c3.slider("Overlay opacity", 0.0, 1.0, 0.45, step=0.05, key="cam_alpha")
+    st.caption(CAM_DEFAULT_NOTE)
     return target, method, alpha
 
 
@@ -83,8 +98,10 @@ def render_cam_panel(
             if show_masks:
                 rgb = draw_mask_outlines(rgb, masks)
             caption = f"{md_name(study.source)} · {method} · score {exp.score:.2f}"
-            if float(exp.heatmap.max()) <= 1e-6:
-                caption += " · flat map: no positive evidence for this target"
+            if exp.layer:
+                caption += f" · {exp.layer}"
+            if exp.flat:  # gradcam.is_flat: no localised positive evidence; the overlay shows no heat
+                caption += " · flat map: no localised positive evidence for this target (shown without heat)"
             if kind == "sentence":
                 caption += f" · “{sentences[int(name)]}”"
             st.image(rgb, caption=caption, width=CAM_WIDTH)

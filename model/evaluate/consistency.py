@@ -124,3 +124,24 @@ def measure(
     out["cases"] = cases
     return out
 
+
+
+def from_run(
+    modalities: Sequence[str],
+    findings: Sequence[Sequence[float]],
+    tumour: Sequence[Sequence[float]],
+    report_labels: Sequence[Mapping[str, str | None] | None],
+    thresholds: Mapping[str, Mapping[str, float]],
+) -> dict:
+    """Consistency of an evaluation's per-case arrays (``scoring.ModelRun`` + the reports' labels), at
+    each named set of finding thresholds (e.g. ``{"served": ..., "evaluation": ...}``)."""
+    out = {}
+    for key, thr in thresholds.items():
+        cases = []
+        for m, f, t, labels in zip(modalities, findings, tumour, report_labels, strict=True):
+            if labels is None:
+                continue
+            head = head_calls(m, dict(zip(FINDINGS, f, strict=True)), dict(zip(TUMOUR_CLASSES, t, strict=True)), thr)
+            cases.append(case_consistency(head, report_calls(m, labels)))
+        out[key] = consistency_scores(cases)
+    return out

@@ -23,10 +23,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.evaluate import clinical, counterfactual, efficiency, localization, location, nlg, scoring, tradeoff
+from model.evaluate import (
+    clinical,
+    consistency,
+    counterfactual,
+    efficiency,
+    localization,
+    location,
+    nlg,
+    scoring,
+    tradeoff,
+)
 from model.evaluate.batched import predict_batch
 from model.evaluate.calibration import calibration_protocol
 from model.evaluate.summary import SCHEMA_VERSION, retention, write_outputs
+from model.explain.gradcam import DEFAULT_CAM_LAYER, DEFAULT_CAM_METHOD, default_cam_layer
 from model.types import (
     DETAIL_LEVELS,
     DISCLAIMER,
@@ -52,7 +63,8 @@ class EvalConfig:
     max_new_tokens: int = 96  # cap of the main reports (greedy)
     uncertain: str = "positive"  # clinical-efficacy mapping of "uncertain" (positive|negative|ignore)
     cam_limit: int | None = 100  # cases with Grad-CAM localisation per model; 0 = none
-    cam_method: str = "gradcam"
+    cam_method: str = DEFAULT_CAM_METHOD  # chosen on validation phantoms (benchmarks/results/cam.json)
+    cam_layer: str | None = None  # None = each model's DEFAULT_CAM_LAYER (stride-16 stage or last stage)
     iou_rule: str = localization.DEFAULT_RULE
     latency_runs: int = 20  # timed rounds (>= 20), after latency_warmup untimed ones
     latency_warmup: int = 3
@@ -108,12 +120,9 @@ def load_mask(sample) -> dict[str, np.ndarray]:
     """Ground-truth masks of a phantom sample by name (empty for real sets)."""
     if not getattr(sample, "mask_path", None):
         return {}
-    from PIL import Image
+    from model.data.generate import read_masks
 
-    from model.data.generate import decode_masks
-
-    with Image.open(sample.mask_path) as im:
-        return decode_masks(np.asarray(im), sample.modality)
+    return read_masks(sample.mask_path, sample.modality)
 
 
 def stable_subset(samples: Sequence, limit: int | None) -> list:
@@ -168,6 +177,7 @@ def _localize(predictors, section: Section, cfg: EvalConfig, ref: str) -> tuple[
     n = len(section.samples) if cfg.cam_limit is None else min(cfg.cam_limit, len(section.samples))
     per_case: list[dict | None] = [None] * len(section.samples)
     hits = {m: [] for m in predictors}
+    flats = {m: [] for m in predictors}
     ious = {m: [] for m in predictors}
     agree = {m: {"pearson": [], "iou": []} for m in predictors if m != ref}
     for i in tqdm(range(n), desc="grad-cam", unit="case", disable=not cfg.progress, leave=False):
@@ -179,9 +189,15 @@ def _localize(predictors, section: Section, cfg: EvalConfig, ref: str) -> tuple[
         mask = masks.get("tumour" if target.startswith("tumour:") else name)
         maps, rec = {}, {"target": target, "models": {}}
         for m, predictor in predictors.items():
-            expl = explain(predictor, study, target, method=cfg.cam_method, context=sample.context)
+            expl = explain(
+                predictor, study, target, method=cfg.cam_method, context=sample.context, layer=cfg.cam_layer
+            )
             maps[m] = expl.heatmap
             summary = localization.heatmap_summary(expl.heatmap, mask, cfg.iou_rule)
+            summary["flat"], summary["layer"] = expl.flat, expl.layer
+            flats[m].append(expl.flat)
+            if expl.flat and summary["hit"] is not None:  # a flat map points nowhere (issue 10)
+                summary["hit"], summary["iou"] = False, 0.0
             rec["models"][m] = summary
             if summary["hit"] is not None:
                 hits[m].append(summary["hit"])
@@ -197,6 +213,9 @@ def _localize(predictors, section: Section, cfg: EvalConfig, ref: str) -> tuple[
             "pointing_game": float(np.mean(hits[m])) if hits[m] else None,
             "iou": float(np.nanmean(ious[m])) if ious[m] else None,
             "n": len(hits[m]),
+            "flat_rate": float(np.mean(flats[m])) if flats[m] else None,
+            "layer": cfg.cam_layer or default_cam_layer(predictors[m].model),
+            "method": cfg.cam_method,
         }
         for m in predictors
     }
@@ -423,7 +442,20 @@ def protocol(cfg: EvalConfig) -> dict:
             "tumour": "argmax accuracy / confusion; one-vs-rest AUROC per class",
         },
         "calibration": calibration_protocol(),
-        "localization": localization.localization_protocol(cfg.iou_rule),
+        "localization": {
+            **localization.localization_protocol(cfg.iou_rule),
+            "cam_method": cfg.cam_method,
+            "cam_layer": cfg.cam_layer or dict(DEFAULT_CAM_LAYER),
+            "cam_choice": "best pointing game on the validation phantoms: benchmarks/bench_cam.py -> "
+            "benchmarks/results/cam.json",
+            "flat_maps": "no localised positive evidence (gradcam.is_flat): counted as a miss, IoU 0",
+        },
+        "consistency": {
+            **consistency.consistency_protocol(),
+            "thresholds": {"served": "the Predictor's (card thresholds, else 0.5)",
+                           "evaluation": "validation max-F1 (this file's thresholds)"},
+            "report_conditioning": "Predictor.report_conditioning (labels: thresholded heads in the memory)",
+        },
         "location": location.location_protocol(),
         "counterfactual": counterfactual.counterfactual_protocol(),
         "efficiency": efficiency.efficiency_protocol(cfg.latency_runs, cfg.latency_warmup, cfg.threads),
@@ -478,6 +510,18 @@ def evaluate(
     models = _score_section(predictors, phantom, cfg, ref, ref_labels)
     timing["phantom.metrics_s"] = round(time.perf_counter() - t0, 2)
 
+    for name in models:  # does the report contradict its own heads? (issue 10)
+        run = phantom.runs[name]
+        models[name]["consistency"] = consistency.from_run(
+            [s.modality for s in phantom.samples], run.findings, run.tumour,
+            models[name]["per_case"].get("labels") or [None] * len(phantom.samples),
+            {"served": predictors[name].finding_thresholds, "evaluation": models[name]["thresholds"]["findings"]},
+        )  # fmt: skip
+        models[name]["metrics"]["consistency"] = {
+            "contradiction_rate": models[name]["consistency"]["served"]["contradiction_rate"],
+            "denial_rate": models[name]["consistency"]["served"]["denial_rate"],
+            "contradiction_rate_eval_thresholds": models[name]["consistency"]["evaluation"]["contradiction_rate"],
+        }
     for name in models:  # side / zone stated in the reports vs the phantoms' truth
         loc_block = location.location_agreement([s.truth for s in phantom.samples], phantom.runs[name].reports)
         models[name]["location"] = loc_block
