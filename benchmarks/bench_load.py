@@ -11,10 +11,13 @@ own browser context. Figures (wall clock; the machine's load average is recorded
   sample's reports, overlays and divergence highlights drawn, script idle);
 * ``concurrent``: ``--sessions`` sessions open the page, then upload a fresh image each at the same
   moment; per-session upload -> both reports and both Grad-CAM overlays rendered, and the time until
-  every session had them (``all_finished_s``), plus until every page was idle again;
+  every session had them (``all_finished_s``), plus until every page was idle again; the server's own
+  CPU seconds per session (wall times on a shared machine mostly say what other processes left us);
 * ``memory``: server RSS when idle (after the cold start), its peak and its value after
-  ``--large-count`` large uploads (``--large-side`` px PNGs) spread over the sessions, and after the
-  sessions closed and Streamlit let them go (``server.disconnectedSessionTTL`` in .streamlit/config.toml);
+  ``--large-count`` large uploads (``--large-side`` px PNGs) spread over the sessions, after the sessions
+  closed (``--settle-s``, past ``server.disconnectedSessionTTL`` in .streamlit/config.toml), and after
+  one more visitor came and went (Streamlit drops expired sessions when its session store is next
+  written) plus ``--after-visit-s`` (the server trims its heap every minute);
 * ``non_local_requests``: every request a page made to anything but the local server (should be none).
 
 Writes ``benchmarks/results/load.json`` (``--json``). Bounded: every wait has a timeout and the whole
@@ -65,6 +68,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def is_local(url: str) -> bool:
@@ -150,10 +159,12 @@ async def run(args, tmp: Path) -> dict:
             await asyncio.gather(*(open_ready(p, url) for _, p in sessions))
             first_pages = time.perf_counter() - t
             files = upload_images(args.sessions, tmp)  # fresh images: no cache hit
+            c = cpu_s(proc.pid)
             t = time.perf_counter()
             per = await asyncio.gather(
                 *(upload_and_wait(p, f, t) for (_, p), f in zip(sessions, files, strict=True))
             )
+            server_cpu = cpu_s(proc.pid) - c
             rendered = [r["rendered_s"] for r in per]
             result["concurrent"] = {
                 "sessions": args.sessions,
@@ -162,6 +173,8 @@ async def run(args, tmp: Path) -> dict:
                 "upload_to_rendered_median_s": round(statistics.median(rendered), 2),
                 "all_finished_s": round(max(rendered), 2),
                 "all_idle_s": round(max(r["idle_s"] for r in per), 2),
+                # what the server itself spent (the browsers share the cores too): load-independent
+                "server_cpu_s_per_session": round(server_cpu / args.sessions, 2),
                 "load_avg_after": [round(x, 2) for x in os.getloadavg()],
             }
             print(json.dumps(result["concurrent"]), flush=True)
@@ -195,6 +208,13 @@ async def run(args, tmp: Path) -> dict:
                 while time.perf_counter() - t_closed < args.settle_s:
                     await asyncio.sleep(5)
                     rss_closed = rss_mb(proc.pid)
+                # Streamlit drops expired sessions lazily, when its session store is next written: as
+                # on a real server, the next visitor's session (opened and closed) lets them go
+                ctx_next, page_next = await new_session(browser, outside)
+                await open_ready(page_next, url)
+                await ctx_next.close()
+                await asyncio.sleep(args.after_visit_s)
+                rss_next = rss_mb(proc.pid)
                 stop.set()
                 await sampler
                 flat = [x for ts in times for x in ts]
@@ -211,7 +231,9 @@ async def run(args, tmp: Path) -> dict:
                     "rss_after_uploads_mb": round(rss_after),
                     "rss_after_sessions_closed_mb": round(rss_closed),
                     "settle_s": args.settle_s,
-                    "growth_after_close_mb": round(rss_closed - rss_idle),
+                    "rss_after_next_visit_mb": round(rss_next),
+                    "after_visit_s": args.after_visit_s,
+                    "growth_after_close_mb": round(rss_next - rss_idle),
                     "target_growth_mb": 500,
                 }
                 print(json.dumps(result["memory"]), flush=True)
@@ -235,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--large-side", type=int, default=4000, help="px per side of a large upload")
     ap.add_argument("--settle-s", type=float, default=75.0, help="wait after closing the sessions")
+    ap.add_argument("--after-visit-s", type=float, default=70.0, help="wait after the next visitor left")
     ap.add_argument("--policy", default=None, help="a model.serving.POLICIES name (default: the app's)")
     ap.add_argument("--checkpoints", type=Path, default=None, help="dir with teacher/ student/")
     ap.add_argument("--max-minutes", type=float, default=20.0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -193,13 +194,26 @@ def _load_average() -> float:
 
 _shared: InferenceQueue | None = None
 _shared_lock = threading.Lock()
+TRIM_EVERY_S = 60.0  # s: how often the serving process hands freed heap back to the OS
+
+
+def _trim_forever(period_s: float) -> None:
+    # Memory freed by Streamlit when a closed session expires (its uploads, images, widget state) is
+    # freed by Python but kept by malloc; a trim a minute returns it at negligible cost.
+    while True:
+        time.sleep(period_s)
+        release_memory()
 
 
 def shared_queue() -> InferenceQueue:
-    """The process-wide queue (policy from ``$MEDDISTILL_INFERENCE``, else ``DEFAULT_POLICY``)."""
+    """The process-wide queue (policy from ``$MEDDISTILL_INFERENCE``, else ``DEFAULT_POLICY``); its
+    first use also starts a daemon thread that trims the heap every ``TRIM_EVERY_S``."""
     global _shared
     with _shared_lock:
         if _shared is None:
             name = os.environ.get(POLICY_ENV) or DEFAULT_POLICY
             _shared = InferenceQueue(POLICIES.get(name, POLICIES[DEFAULT_POLICY]))
+            threading.Thread(
+                target=_trim_forever, args=(TRIM_EVERY_S,), name="malloc-trim", daemon=True
+            ).start()
         return _shared
