@@ -21,36 +21,20 @@ import streamlit as st
 
 from components.figures import NAMES, fmt
 from model.data.rebuild import RebuildError, rebuild_case, rebuildable
+from model.evaluate.summary import HEADLINE
 from model.types import CaseTruth
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_VAR = "MEDDISTILL_EVAL_DIR"
 
-#: (section.metric, label, higher is better) for the scorecard
-HEADLINE: tuple[tuple[str, str, bool], ...] = (
-    ("findings.macro_auroc", "Finding macro-AUROC", True),
-    ("findings.macro_f1", "Finding macro-F1", True),
-    ("tumour.accuracy", "Tumour accuracy", True),
-    ("treatment.macro_f1", "Treatment macro-F1", True),
-    ("report.bleu_4", "BLEU-4", True),
-    ("report.rouge_l", "ROUGE-L", True),
-    ("report.cider_d", "CIDEr-D", True),
-    ("report.semantic", "Semantic similarity", True),
-    ("clinical.micro_f1", "Clinical-efficacy F1 (micro)", True),
-    ("clinical.example_f1", "Clinical-efficacy F1 (example)", True),
-    ("calibration.findings_ece", "Findings ECE", False),
-    ("localization.pointing_game", "Pointing game", True),
-    ("localization.iou", "Heat-map IoU", True),
-    ("efficiency.parameters", "Parameters", False),
-    ("efficiency.checkpoint_mb", "Checkpoint (MB)", False),
-    ("efficiency.latency_median_ms", "Median latency (ms)", False),
-    ("subtype.accuracy", "Tumour subtype accuracy", True),  # real CT sets with subtype labels
-)
 #: display unit per metric for ``fmt`` (default: 3 significant digits)
 UNITS = {
     "efficiency.parameters": "count",
     "efficiency.checkpoint_mb": "MB",
     "efficiency.latency_median_ms": "ms",
+    "efficiency.flops_encode_heads": "count",
+    "efficiency.peak_rss_mb": "MB",
+    "efficiency.model_rss_mb": "MB",
 }
 
 
@@ -113,8 +97,9 @@ def scorecard_frame(result: dict, drop_empty: bool = True) -> pd.DataFrame:
     ref = (result.get("retention") or {}).get("reference", "teacher")
     ratios = (result.get("retention") or {}).get("ratios") or {}
     rows = []
-    for key, label, higher in HEADLINE:
-        row = {"metric": label, "better": "higher" if higher else "lower", "key": key}
+    for h in HEADLINE:
+        key = h.key
+        row = {"metric": h.label, "better": "higher" if h.higher else "lower", "key": key}
         for m in models:
             row[m] = metric(result, m, key)
         for m in models:

@@ -148,11 +148,11 @@ def _load_model_set(origin: str, key: str, dirs_items: tuple[tuple[str, str], ..
     dirs = _demo_dirs() if origin == "demo" else {m: Path(d) for m, d in dirs_items}
     predictors = {m: _load_predictor(m, str(dirs[m]), key) for m in MODEL_IDS if m in dirs}
     _warm_up(predictors)
-    from model.evaluate.efficiency import checkpoint_bytes
+    from model.evaluate.efficiency import checkpoint_bytes, count_parameters
 
     sizes = {}
     for m, p in predictors.items():
-        params = sum(t.numel() for t in p.model.parameters())
+        params = count_parameters(p.model)
         size = checkpoint_bytes(dirs[m])  # the evaluation's definition: one size figure everywhere
         sizes[m] = {"params": int(params), "bytes": size["checkpoint_bytes"], "mb": size["checkpoint_mb"]}
     return ModelSet(predictors=predictors, dirs=dirs, origin=origin, key=key, sizes=sizes)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from model.types import FINDINGS, CaseTruth
+from model.data.generate import read_masks
+from model.types import CaseTruth
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
 PYDICOM_SAMPLES = {"pydicom_ct_small": ("CT_small.dcm", "Real CT slice (pydicom test file CT_small.dcm)")}
@@ -56,19 +57,6 @@ def _pydicom_path(fname: str) -> str | None:
         return None
 
 
-def decode_masks(path: Path, modality: str) -> dict[str, np.ndarray]:
-    """Bit-mask PNG -> {finding (or "tumour"): bool mask} of the present ones."""
-    from PIL import Image
-
-    bits = np.asarray(Image.open(path)).astype(np.uint8)
-    if modality == "CT":
-        names = ["tumour"]
-    else:
-        names = list(FINDINGS)
-    masks = {n: (bits >> i) & 1 == 1 for i, n in enumerate(names)}
-    return {n: m for n, m in masks.items() if m.any()}
-
-
 @st.cache_data(max_entries=32, ttl=3600, show_spinner=False)  # bytes + masks of a few samples
 def load_sample(sample_id: str) -> Sample:
     if sample_id in PYDICOM_SAMPLES:
@@ -79,7 +67,7 @@ def load_sample(sample_id: str) -> Sample:
     truth = CaseTruth.from_dict(truth_d) if truth_d else None
     masks = None
     if entry.get("mask") and (SAMPLES_DIR / entry["mask"]).exists():
-        masks = decode_masks(SAMPLES_DIR / entry["mask"], entry["modality"])
+        masks = read_masks(SAMPLES_DIR / entry["mask"], entry["modality"])
     return Sample(
         id=sample_id,
         title=entry["title"],

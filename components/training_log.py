@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -42,8 +41,7 @@ def train_log_for(checkpoint_dir: Path) -> list[dict]:
 
 @st.cache_data(show_spinner=False)
 def file_sha256(path: str, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """``checkpoints.sha256_file``, cached per (path, modification time)."""
+    from model.checkpoints import sha256_file
+
+    return sha256_file(path)

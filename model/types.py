@@ -68,6 +68,7 @@ TREATMENT_LABELS: dict[str, str] = {
 }
 
 DETAIL_LEVELS: tuple[str, ...] = ("brief", "standard", "detailed")
+IGNORE_INDEX = -100  # a class-index target nobody knows (tumour, subtype, unscored tokens): masked out of losses
 MODALITIES: tuple[str, ...] = ("CXR", "CT")
 
 Modality = Literal["CXR", "CT"]

@@ -3,38 +3,12 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from model.types import DISCLAIMER
-
-TIMEOUT = 120
-APP = Path(__file__).resolve().parents[1] / "app.py"
-
-
-@pytest.fixture(scope="module")
-def ckpt_dir(tmp_path_factory):
-    from components.model_store import build_demo_checkpoints
-
-    d = tmp_path_factory.mktemp("ckpt")
-    build_demo_checkpoints(d)
-    return d
-
-
-@pytest.fixture
-def app(ckpt_dir, monkeypatch):
-    """A fresh AppTest on tiny checkpoints, with Streamlit's process-wide caches cleared."""
-    monkeypatch.setenv("MEDDISTILL_CHECKPOINTS", str(ckpt_dir))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    yield at
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def _png(seed: int = 0, size: int = 96, modality: str = "CXR") -> bytes:

@@ -33,17 +33,6 @@ def ckpt_dir(tmp_path_factory):
     return d
 
 
-@pytest.fixture
-def app(ckpt_dir, monkeypatch):
-    monkeypatch.setenv("MEDDISTILL_CHECKPOINTS", str(ckpt_dir))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    yield at
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
-
 def _open(at, page: str):
     at.run()
     at.switch_page(f"components/pages/{page}.py")

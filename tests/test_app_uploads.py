@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import io
 import re
-from pathlib import Path
 
 import numpy as np
-import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
-TIMEOUT = 120
-APP = Path(__file__).resolve().parents[1] / "app.py"
 RLO, RLM = "\u202e", "\u200f"
 
 # Names from the user test and worse; each must read as text wherever it is shown.
@@ -27,26 +21,6 @@ HOSTILE = {
     "rtl": f"invoice{RLO}gnp.exe{RLM}.png",
     "long": "A" * 500 + ".png",
 }
-
-
-@pytest.fixture(scope="module")
-def ckpt_dir(tmp_path_factory):
-    from components.model_store import build_demo_checkpoints
-
-    d = tmp_path_factory.mktemp("ckpt")
-    build_demo_checkpoints(d)
-    return d
-
-
-@pytest.fixture
-def make_app(ckpt_dir, monkeypatch):
-    """Fresh AppTests (one per simulated browser session) on tiny checkpoints, caches cleared."""
-    monkeypatch.setenv("MEDDISTILL_CHECKPOINTS", str(ckpt_dir))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield lambda: AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def _png(seed: int) -> bytes:

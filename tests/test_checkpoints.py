@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from tiny_training import tiny_model
 
 from model.checkpoints import (
     CARD,
@@ -30,8 +31,7 @@ TEXTS = ["Small left pleural effusion. No pneumothorax.", "Cardiomegaly, ratio 0
 @pytest.fixture()
 def ckpt(tmp_path):
     tok = build_tokenizer(TEXTS)
-    torch.manual_seed(0)
-    model = build_model(dataclasses.replace(TINY_PRESETS["tiny-student"], vocab_size=len(tok))).eval()
+    model = tiny_model("tiny-student", len(tok), seed=0)[0].eval()
     card = {
         "model_id": "student",
         "training": {"data": {"labelled": "phantoms (test)"}},

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
+from tiny_training import tiny_model
 
 from model.evaluate import consistency as cons
 from model.types import FINDINGS, Prediction, ReportStyle, Study
@@ -72,11 +71,10 @@ def test_measure_golden_rates():
 def predictor(tmp_path_factory):
     from model.checkpoints import save_checkpoint
     from model.inference import Predictor
-    from model.networks import TINY_PRESETS, build_model, build_tokenizer
+    from model.networks import build_tokenizer
 
     tok = build_tokenizer(["Small left pleural effusion. No pneumothorax.", "The heart is enlarged. Normal study."])
-    torch.manual_seed(0)
-    model = build_model(dataclasses.replace(TINY_PRESETS["tiny-teacher"], vocab_size=len(tok))).eval()
+    model = tiny_model("tiny-teacher", len(tok), seed=0)[0].eval()
     with torch.no_grad():  # make the decoder lean on the head part of its memory, so conditioning shows
         for n, p in model.named_parameters():
             if p.ndim == 2 and "wpe" not in n:

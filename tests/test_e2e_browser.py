@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +11,13 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_app import READY_JS, free_port, start_server, wait_health  # noqa: E402  (the app driver the benchmarks use)
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _png_bytes(seed: int) -> bytes:
@@ -47,43 +38,18 @@ def server(tmp_path_factory):
 
     ckpt = tmp_path_factory.mktemp("ckpt")
     build_demo_checkpoints(ckpt)
-    port = _free_port()
-    env = dict(os.environ, MEDDISTILL_CHECKPOINTS=str(ckpt), OMP_NUM_THREADS="1")
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.fileWatcherType", "none", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    log_path = tmp_path_factory.mktemp("log") / "streamlit.log"
+    port = free_port()
+    proc = start_server(port, ckpt, log_path, env_extra={"OMP_NUM_THREADS": "1"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
+    try:
+        wait_health(url, timeout=60)
+    except TimeoutError:
         proc.kill()
         pytest.fail("streamlit did not become healthy")
     yield url
     proc.terminate()
     proc.wait(10)
-    log.close()
-
-
-READY_JS = """([name, idle]) => {
-  // both reports and both Grad-CAM overlays of the study called `name` are on the page
-  // (with `idle`, the script has also finished: divergence highlights drawn, page interactive)
-  const app = document.querySelector("[data-testid='stApp']");
-  if (!app) return false;
-  if (idle && app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-  const reports = [...document.querySelectorAll('.md-report')]
-    .filter(e => !name || e.getAttribute('data-source') === name);
-  const overlays = [...document.querySelectorAll("[data-testid='stImageCaption']")]
-    .map(e => e.textContent).filter(c => c.includes('score') && (!name || c.startsWith(name + ' ')));
-  return reports.length >= 2 && overlays.length >= 2;
-}"""
 
 
 def test_upload_shows_both_reports_and_overlays(server, tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_training import tiny_checkpoint
 
 from model.data.sources import Sample
 from model.evaluate.counterfactual import intensity_swap, is_abnormal_sample, match_histogram
@@ -89,18 +90,11 @@ def test_labels_and_skip():
 
 def tiny_predictor(tmp_path):
     """A random-weight tiny checkpoint, loaded the way the evaluation loads models."""
-    import torch
-
-    from model.checkpoints import save_checkpoint
     from model.inference import Predictor
-    from model.networks import TINY_PRESETS, build_model, build_tokenizer
+    from model.networks import build_tokenizer
 
-    torch.manual_seed(0)
     tok = build_tokenizer(["no nodule or mass.", "a spiculated mass in the right lower lobe."])
-    cfg = __import__("dataclasses").replace(TINY_PRESETS["tiny-student"], vocab_size=len(tok))
-    return Predictor.from_dir(
-        save_checkpoint(tmp_path / "tiny", build_model(cfg), tok, {"model_id": "tiny"}), "tiny"
-    )
+    return Predictor.from_dir(tiny_checkpoint(tmp_path / "tiny", tok, "tiny-student", "tiny"), "tiny")
 
 
 @pytest.mark.skipif(not (SHARED / "chest_ct").is_dir(), reason="../shared/data/chest_ct not present")

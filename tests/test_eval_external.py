@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_training import tiny_checkpoint
 
 from model.evaluate.external import LabelMapError, build_external_source, evaluate_external, load_label_map
 from model.types import FINDINGS, TUMOUR_CLASSES, TUMOUR_SUBTYPES
@@ -28,16 +28,13 @@ def _png(path: Path, seed: int, bright: float) -> None:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from model.checkpoints import save_checkpoint
-    from model.networks import TINY_PRESETS, build_model, build_tokenizer
+    from model.networks import build_tokenizer
 
     root = tmp_path_factory.mktemp("ext")
     tok = build_tokenizer(["Consolidation in the right lower zone.", "Normal study.", "No nodule or mass."])
     out = {}
     for seed, name in enumerate(("teacher", "student")):
-        torch.manual_seed(seed)
-        cfg = dataclasses.replace(TINY_PRESETS["tiny-student"], vocab_size=len(tok))
-        out[name] = save_checkpoint(root / name, build_model(cfg), tok, {"model_id": name})
+        out[name] = tiny_checkpoint(root / name, tok, "tiny-student", name, seed=seed)
     return out
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tiny_training import tiny_checkpoint
 
 from model.evaluate import efficiency, tradeoff
 from model.evaluate.run import EvalConfig, evaluate, load_sample_study
@@ -20,8 +20,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def make_tiny_checkpoints(data_dir: Path, out: Path) -> dict[str, Path]:
     """Random-weight tiny teacher / students sharing a tokenizer built on the set's reports."""
-    from model.checkpoints import save_checkpoint
-    from model.networks import TINY_PRESETS, build_model, build_tokenizer
+    from model.networks import build_tokenizer
 
     ann = json.loads((data_dir / "annotation.json").read_text())
     texts = [t for e in ann["train"] for t in (e.get("reports") or {"standard": e["report"]}).values()]
@@ -30,9 +29,7 @@ def make_tiny_checkpoints(data_dir: Path, out: Path) -> dict[str, Path]:
     for seed, (name, preset) in enumerate(
         [("teacher", "tiny-teacher"), ("student", "tiny-student"), ("student_nokd", "tiny-student")]
     ):
-        torch.manual_seed(seed)
-        cfg = dataclasses.replace(TINY_PRESETS[preset], vocab_size=len(tok))
-        paths[name] = save_checkpoint(out / name, build_model(cfg), tok, {"model_id": name})
+        paths[name] = tiny_checkpoint(out / name, tok, preset, name, seed=seed)
     return paths
 
 

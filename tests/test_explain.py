@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from tiny_training import tiny_model
 
 from model.explain.divergence import (
     align_distributions,
@@ -37,12 +38,8 @@ class _TinyPredictor:
     """Just what model.explain needs: .model, .tokenizer, .lock, teacher_forced_probs, predict."""
 
     def __init__(self, seed: int = 0, preset: str = "tiny-student"):
-        from model.networks import TINY_PRESETS, build_model
-
         self.tokenizer = _tokenizer()
-        torch.manual_seed(seed)
-        cfg = dataclasses.replace(TINY_PRESETS[preset], vocab_size=len(self.tokenizer))
-        self.model = build_model(cfg).eval()
+        self.model = tiny_model(preset, len(self.tokenizer), seed=seed)[0].eval()
         self.lock = threading.Lock()
 
     def _inputs(self, study, context):

@@ -3,14 +3,14 @@ penalty, greedy as one beam, and the sentence-boundary cut of a capped report.""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 
 import pytest
 import torch
+from tiny_training import tiny_model
 
-from model.networks import EOS_ID, TINY_PRESETS, build_model
+from model.networks import EOS_ID, TINY_PRESETS
 from model.networks.generation import (
     SUPPRESSED_IDS,
     beam_score,
@@ -30,14 +30,7 @@ WORDS = [i for i in range(VOCAB) if i not in SUPPRESSED_IDS and i != EOS_ID]
 
 def _tiny(seed: int, vocab: int = VOCAB, name: str = "tiny-teacher"):
     """A tiny random model whose next-token distributions are far from uniform."""
-    torch.manual_seed(seed)
-    m = build_model(dataclasses.replace(TINY_PRESETS[name], vocab_size=vocab)).eval()
-    with torch.no_grad():
-        for n, p in m.decoder.named_parameters():
-            if p.ndim == 2 and "wpe" not in n:
-                p.normal_(0, 0.5)
-        m.memory.proj.weight.normal_(0, 1.0)
-    return m
+    return tiny_model(name, vocab, seed=seed, spread=True)[0].eval()
 
 
 def _memory(m, seed: int):

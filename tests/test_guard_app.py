@@ -10,36 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from model.guard import GUARD_DIR
 from model.guard.families import NEGATIVE_FAMILIES, WRONG_MODALITY, examples
 
-TIMEOUT = 180
-APP = Path(__file__).resolve().parents[1] / "app.py"
+TIMEOUT = 180  # seconds per AppTest run (conftest.make_app reads it): the guard adds a model
 
 pytestmark = pytest.mark.skipif(not (GUARD_DIR / "model.safetensors").is_file(), reason="no shipped guard")
-
-
-@pytest.fixture(scope="module")
-def ckpt_dir(tmp_path_factory):
-    from components.model_store import build_demo_checkpoints
-
-    d = tmp_path_factory.mktemp("ckpt")
-    build_demo_checkpoints(d)
-    return d
-
-
-@pytest.fixture
-def app(ckpt_dir, monkeypatch):
-    monkeypatch.setenv("MEDDISTILL_CHECKPOINTS", str(ckpt_dir))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    yield at
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def _reports(at) -> list[str]:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 
 import numpy as np
 import pytest
 import torch
+from tiny_training import tiny_model
 
 from model.checkpoints import save_checkpoint
 from model.inference import Predictor, fit_ood_stats, ood_scores, pooled_features, shipped_checkpoint
-from model.networks import TINY_PRESETS, build_model, build_tokenizer
+from model.networks import build_tokenizer
 from model.types import FINDINGS, TREATMENTS, TUMOUR_CLASSES, PatientContext, Prediction, ReportStyle, Study
 
 torch.set_num_threads(1)
@@ -40,12 +40,7 @@ def _images(n: int, seed: int, size: int = 32) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def ckpt_dir(tmp_path_factory):
     tok = build_tokenizer(TEXTS)
-    torch.manual_seed(0)
-    model = build_model(dataclasses.replace(TINY_PRESETS["tiny-teacher"], vocab_size=len(tok))).eval()
-    with torch.no_grad():  # spread the random decoder so reports vary
-        for n, p in model.decoder.named_parameters():
-            if p.ndim == 2 and "wpe" not in n:
-                p.normal_(0, 0.5)
+    model = tiny_model("tiny-teacher", len(tok), seed=0, spread=True)[0].eval()  # spread: reports vary
     extras = fit_ood_stats(model, _images(200, 1))
     return save_checkpoint(
         tmp_path_factory.mktemp("ck") / "teacher", model, tok, {"model_id": "teacher"}, extras

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from tiny_training import tiny_model
 
 from model.networks import (
     ALL_PRESETS,
@@ -45,15 +46,7 @@ def tokenizer():
 
 def _tiny(name: str, vocab: int, seed: int = 0, spread: bool = True):
     """A tiny random model; ``spread`` widens the embeddings so greedy outputs vary with the input."""
-    torch.manual_seed(seed)
-    m = build_model(dataclasses.replace(TINY_PRESETS[name], vocab_size=vocab)).eval()
-    if spread:
-        with torch.no_grad():
-            for n, p in m.decoder.named_parameters():
-                if p.ndim == 2 and "wpe" not in n:
-                    p.normal_(0, 0.5)
-            m.memory.proj.weight.normal_(0, 1.0)
-    return m
+    return tiny_model(name, vocab, seed=seed, spread=spread)[0].eval()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from tiny_training import tiny_model, tiny_tensorset
 from model.distill.config import DistillConfig, TrainConfig
 from model.distill.teacher_cache import cache_teacher_outputs, load_teacher_cache, save_teacher_cache
 from model.distill.train_state import flatten_optimizer_state, unflatten_optimizer_state
-from model.distill.trainer import LOG_NAME, auroc, fit, lr_lambda, make_projector
+from model.distill.trainer import LOG_NAME, fit, lr_lambda, make_projector
+from model.evaluate.classification import auroc
 
 torch.set_num_threads(1)
 
@@ -117,8 +118,8 @@ def test_auroc_matches_pairwise_definition():
     y = rng.integers(0, 2, 40)
     pos, neg = s[y == 1], s[y == 0]
     pairs = (pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()
-    assert auroc(s, y) == pytest.approx(pairs)
-    assert np.isnan(auroc(s, np.zeros(40)))
+    assert auroc(y, s) == pytest.approx(pairs)
+    assert np.isnan(auroc(np.zeros(40), s))
 
 
 def test_kd_with_cached_teacher_and_cache_round_trip(tmp_path):

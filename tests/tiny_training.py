@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from model.distill.tensorset import TensorSet, build_tensorset
@@ -11,14 +13,40 @@ from model.types import CONTEXT_DIM, DETAIL_LEVELS
 WORDS = ["normal", "heart", "lungs", "clear", "effusion", "nodule", "right", "left", "small", "large"]
 
 
-def tiny_model(name: str = "tiny-student", vocab_size: int = 32):
-    """(model, config) from a tiny random-weight preset (vocabulary of the fake token ids below)."""
+def tiny_model(name: str = "tiny-student", vocab_size: int = 32, seed: int | None = None, spread: bool = False):
+    """(model, config) from a tiny random-weight preset: the one tiny-model builder of the test suite.
+
+    ``seed`` seeds torch first (reproducible weights); ``spread`` widens the decoder's matrices and the
+    memory projection so that greedy outputs vary with the input instead of one token winning everywhere.
+    """
     from dataclasses import replace
+
+    import torch
 
     from model.networks import TINY_PRESETS, build_model
 
+    if seed is not None:
+        torch.manual_seed(seed)
     cfg = replace(TINY_PRESETS[name], vocab_size=vocab_size)
-    return build_model(cfg), cfg
+    model = build_model(cfg)
+    if spread:
+        with torch.no_grad():
+            for n, p in model.decoder.named_parameters():
+                if p.ndim == 2 and "wpe" not in n:
+                    p.normal_(0, 0.5)
+            model.memory.proj.weight.normal_(0, 1.0)
+    return model, cfg
+
+
+def tiny_checkpoint(
+    out: Path, tokenizer, name: str = "tiny-student", model_id: str = "tiny", seed: int = 0,
+    card: dict | None = None, extras: dict | None = None,
+) -> Path:  # fmt: skip
+    """A saved random-weight checkpoint of a tiny preset (the folder ``Predictor.from_dir`` reads)."""
+    from model.checkpoints import save_checkpoint
+
+    model, _ = tiny_model(name, len(tokenizer), seed=seed)
+    return save_checkpoint(out, model.eval(), tokenizer, {"model_id": model_id, **(card or {})}, extras or {})
 
 
 def tiny_tensorset(n: int, seed: int = 0, size: int = 32, max_len: int = 12) -> TensorSet:

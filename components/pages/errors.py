@@ -14,8 +14,9 @@ from components.eval_data import (
 )
 from components.figures import NAMES
 from components.layout import render_page_header
-from components.samples import Sample, decode_masks
+from components.samples import Sample
 from components.study_view import open_in_compare
+from model.data.generate import read_masks
 from model.types import FINDING_LABELS, FINDINGS
 
 MAX_ZIP_CASES = 500  # a bigger teaching set is a data set: use `meddistill generate-data`
@@ -115,7 +116,7 @@ with left:
     else:
         st.image(found.png, caption=f"{case_id}: {found.origin}", width=320, output_format="PNG")
         if st.button("Open in Compare", key="err_open", type="primary"):
-            masks = decode_masks(io.BytesIO(found.mask_png), case.get("modality")) if found.mask_png else None
+            masks = read_masks(io.BytesIO(found.mask_png), case.get("modality")) if found.mask_png else None
             open_in_compare(
                 Sample(
                     id=case_id,

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from components.eval_data import HEADLINE, list_results, load_result, metric
+from components.eval_data import list_results, load_result, metric
 from components.layout import render_model_origin, render_page_header
 from components.limitations import render_known_limitations
 from components.model_store import (
@@ -14,6 +14,7 @@ from components.model_store import (
     training_data_summary,
 )
 from components.training_log import file_sha256
+from model.evaluate.summary import HEADLINE
 
 render_page_header("Model cards", "What each model is, what it was trained on, and how big it is.")
 ms = load_model_set()
@@ -57,7 +58,7 @@ for model_id, predictor in ms.predictors.items():
                 )
             )
         if result and model_id in result.get("models", {}):
-            row = {label: metric(result, model_id, key) for key, label, _ in HEADLINE}
+            row = {h.label: metric(result, model_id, h.key) for h in HEADLINE}
             shown = {k: round(v, 4) for k, v in row.items() if isinstance(v, (int, float))}
             if shown:
                 st.markdown(

@@ -16,9 +16,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from model.data.sources import Sample
-from model.types import DETAIL_LEVELS
-
-IGNORE_INDEX = -100  # class targets nobody knows (see model.distill.losses.masked_ce)
+from model.types import DETAIL_LEVELS, IGNORE_INDEX
 
 
 def load_pixels(sample: Sample) -> np.ndarray:

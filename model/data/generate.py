@@ -103,6 +103,12 @@ def decode_masks(bitmask: np.ndarray, modality: str) -> dict[str, np.ndarray]:
     return out
 
 
+def read_masks(file, modality: str) -> dict[str, np.ndarray]:
+    """A bitmask PNG (path or file object) -> {name: bool mask} of the present ones."""
+    with Image.open(file) as im:
+        return decode_masks(np.asarray(im), modality)
+
+
 def finding_masks(case) -> dict[str, np.ndarray]:
     """The case's finding masks; cardiomegaly (drawn as the heart, no mask of its own) gets the heart."""
     masks = dict(case.masks)

@@ -19,9 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model.distill.config import DistillConfig
-
-IGNORE_INDEX = -100  # class-index targets with this value are unknown and masked out
-
+from model.types import IGNORE_INDEX
 
 # ----------------------------------------------------------------------------------------------
 # Helpers

@@ -22,6 +22,7 @@ from model.distill.config import DistillConfig, TrainConfig
 from model.distill.data_plan import DataConfig, cap_per_source, describe, split_labelled
 from model.distill.teacher_cache import cache_teacher_outputs
 from model.distill.tensorset import TensorSet, build_tensorset
+from model.networks.multitask import count_parameters
 from model.distill.trainer import LOG_NAME, FitResult, fit, make_projector
 from model.types import DETAIL_LEVELS, DISCLAIMER
 
@@ -168,10 +169,6 @@ def _build(
     return build_model(cfg), cfg
 
 
-def _n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 # ----------------------------------------------------------------------------------------------
 # Recipes
 
@@ -218,7 +215,7 @@ def train_supervised(
         "role": role,
         "arch": cfg.arch_name,
         "model_config": dataclasses.asdict(cfg),
-        "parameters": _n_params(model),
+        "parameters": count_parameters(model),
         "training": {
             "recipe": "supervised (ground truth only, no teacher)",
             "command": _command_line(),
@@ -319,7 +316,7 @@ def distill_student(
         "role": "student",
         "arch": cfg.arch_name,
         "model_config": dataclasses.asdict(cfg),
-        "parameters": _n_params(student),
+        "parameters": count_parameters(student),
         "training": {
             "recipe": "knowledge distillation from the teacher (labelled subset + teacher-labelled transfer set)",
             "command": _command_line(),

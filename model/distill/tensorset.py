@@ -17,9 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.types import DETAIL_LEVELS
-
-IGNORE_INDEX = -100
+from model.types import DETAIL_LEVELS, IGNORE_INDEX
 
 #: teacher columns (names in the batch dict and in the cache file)
 TEACHER_KEYS: tuple[str, ...] = (

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from model.data.dataset import is_real_source, jitter_batch
 from model.distill import ddp
 from model.distill.config import DistillConfig, TrainConfig
-from model.distill.losses import TERMS, TeacherTargets, distillation_loss
+from model.distill.losses import IGNORE_INDEX, TERMS, TeacherTargets, distillation_loss
 from model.distill.tensorset import TensorSet
 from model.distill.train_state import (
     has_train_state,
@@ -37,6 +37,7 @@ from model.distill.train_state import (
     save_train_state,
     save_weights,
 )
+from model.evaluate.classification import auroc
 
 LOG_NAME = "train_log.jsonl"
 
@@ -145,25 +146,6 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
 # Validation
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve by the rank-sum (Mann-Whitney) formula, ties averaged; NaN if one class."""
-    labels = labels.astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks over ties
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 @torch.no_grad()
 def validate(
     model: nn.Module, data: TensorSet, dcfg: DistillConfig, batch_size: int = 64
@@ -199,7 +181,7 @@ def validate(
         auc = _macro_auroc(scores[rows], labels[rows])
         if not (suffix and math.isnan(auc)):
             metrics[f"val_findings_macro_auroc{suffix}"] = auc
-        known = rows & (true != -100)
+        known = rows & (true != IGNORE_INDEX)
         if known.any() or not suffix:
             acc = float((pred[known] == true[known]).mean()) if known.any() else float("nan")
             metrics[f"val_tumour_accuracy{suffix}"] = acc
@@ -211,7 +193,7 @@ def _macro_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     aucs = []
     for c in range(scores.shape[1]):
         known = ~np.isnan(labels[:, c])
-        a = auroc(scores[known, c], labels[known, c]) if known.any() else float("nan")
+        a = auroc(labels[known, c], scores[known, c]) if known.any() else float("nan")
         if not math.isnan(a):
             aucs.append(a)
     return float(np.mean(aucs)) if aucs else float("nan")

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.networks.multitask import count_parameters  # noqa: F401  (one home; evaluate reads it here)
+
 FLOP_SEQ_LEN = 32
 DEFAULT_RUNS = 20
 DEFAULT_WARMUP = 3
@@ -57,10 +59,6 @@ def efficiency_protocol(
 
 # ----------------------------------------------------------------------------------------------
 # Size
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def checkpoint_bytes(checkpoint_dir: str | Path) -> dict:

@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,28 +19,37 @@ LOWER_IS_BETTER: tuple[str, ...] = (
     "speed.",
 )
 
-#: the headline rows of the markdown table: (label, group, metric, format)
-HEADLINE: tuple[tuple[str, str, str, str], ...] = (
-    ("Finding macro-AUROC", "findings", "macro_auroc", "{:.3f}"),
-    ("Finding macro-F1", "findings", "macro_f1", "{:.3f}"),
-    ("Tumour accuracy", "tumour", "accuracy", "{:.3f}"),
-    ("Treatment macro-F1", "treatment", "macro_f1", "{:.3f}"),
-    ("BLEU-4", "report", "bleu_4", "{:.3f}"),
-    ("ROUGE-L", "report", "rouge_l", "{:.3f}"),
-    ("CIDEr-D", "report", "cider_d", "{:.3f}"),
-    ("METEOR", "report", "meteor", "{:.3f}"),
-    ("Semantic similarity", "report", "semantic", "{:.3f}"),
-    ("Clinical-efficacy F1 (micro)", "clinical", "micro_f1", "{:.3f}"),
-    ("Clinical-efficacy F1 (example)", "clinical", "example_f1", "{:.3f}"),
-    ("Findings ECE", "calibration", "findings_ece", "{:.3f}"),
-    ("Pointing game", "localization", "pointing_game", "{:.3f}"),
-    ("Heat-map IoU", "localization", "iou", "{:.3f}"),
-    ("Parameters (M)", "efficiency", "parameters", "M"),
-    ("Checkpoint (MB)", "efficiency", "checkpoint_mb", "{:.1f}"),
-    ("GFLOPs encode+heads", "efficiency", "flops_encode_heads", "G"),
-    ("Median latency (ms)", "efficiency", "latency_median_ms", "{:.1f}"),
-    ("Peak RSS (MB)", "efficiency", "peak_rss_mb", "{:.0f}"),
-    ("Model RSS (MB)", "efficiency", "model_rss_mb", "{:.0f}"),
+class Headline(NamedTuple):
+    """One headline metric: the markdown summary and the dashboard's scorecard both list these."""
+
+    key: str  # "group.metric" in a model's ``metrics``
+    label: str  # the row's name
+    higher: bool  # higher is better
+    fmt: str  # markdown format: a format string, or "M" / "G" for millions / billions
+
+
+HEADLINE: tuple[Headline, ...] = (
+    Headline("findings.macro_auroc", "Finding macro-AUROC", True, "{:.3f}"),
+    Headline("findings.macro_f1", "Finding macro-F1", True, "{:.3f}"),
+    Headline("tumour.accuracy", "Tumour accuracy", True, "{:.3f}"),
+    Headline("subtype.accuracy", "Tumour subtype accuracy", True, "{:.3f}"),  # real CT sets with subtypes
+    Headline("treatment.macro_f1", "Treatment macro-F1", True, "{:.3f}"),
+    Headline("report.bleu_4", "BLEU-4", True, "{:.3f}"),
+    Headline("report.rouge_l", "ROUGE-L", True, "{:.3f}"),
+    Headline("report.cider_d", "CIDEr-D", True, "{:.3f}"),
+    Headline("report.meteor", "METEOR", True, "{:.3f}"),
+    Headline("report.semantic", "Semantic similarity", True, "{:.3f}"),
+    Headline("clinical.micro_f1", "Clinical-efficacy F1 (micro)", True, "{:.3f}"),
+    Headline("clinical.example_f1", "Clinical-efficacy F1 (example)", True, "{:.3f}"),
+    Headline("calibration.findings_ece", "Findings ECE", False, "{:.3f}"),
+    Headline("localization.pointing_game", "Pointing game", True, "{:.3f}"),
+    Headline("localization.iou", "Heat-map IoU", True, "{:.3f}"),
+    Headline("efficiency.parameters", "Parameters", False, "M"),
+    Headline("efficiency.checkpoint_mb", "Checkpoint (MB)", False, "{:.1f}"),
+    Headline("efficiency.flops_encode_heads", "GFLOPs encode+heads", False, "G"),
+    Headline("efficiency.latency_median_ms", "Median latency (ms)", False, "{:.1f}"),
+    Headline("efficiency.peak_rss_mb", "Peak RSS (MB)", False, "{:.0f}"),
+    Headline("efficiency.model_rss_mb", "Model RSS (MB)", False, "{:.0f}"),
 )
 
 
@@ -109,13 +119,14 @@ def metrics_table(models: Mapping[str, Mapping], order: list[str], ratios: Mappi
     others = order[1:] if ratios else []
     head = ["Metric", *order, *[f"{o} / {order[0]}" for o in others]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, group, metric, fmt in HEADLINE:
+    for h in HEADLINE:
+        group, metric = h.key.split(".")
         vals = [(models[n].get("metrics", {}).get(group) or {}).get(metric) for n in order]
         if all(v is None for v in vals):
             continue
-        row = [label, *[_fmt(v, fmt) for v in vals]]
+        row = [h.label + (" (M)" if h.fmt == "M" else ""), *[_fmt(v, h.fmt) for v in vals]]
         for o in others:
-            r = ((ratios or {}).get("ratios", {}).get(o) or {}).get(f"{group}.{metric}")
+            r = ((ratios or {}).get("ratios", {}).get(o) or {}).get(h.key)
             row.append(_fmt(r, "{:.2f}"))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -79,12 +79,6 @@ def model_cap(predictor) -> int:
     return max(1, int(cfg.max_len) - PROMPT_LEN)
 
 
-def _detokenize(tokens: Sequence[str]) -> str:
-    from model.networks import detokenize
-
-    return detokenize(list(tokens))
-
-
 def curves_for_model(
     predictor,
     studies: Sequence,
@@ -104,6 +98,8 @@ def curves_for_model(
 
     ``references[detail]`` holds the reference report of each study at that level.
     """
+    from model.networks.tokenizer import detokenize
+
     label = labeler or clinical.default_labeler()
     top = min(max(caps), model_cap(predictor))
     out: dict[str, dict] = {}
@@ -122,10 +118,10 @@ def curves_for_model(
         curve: dict[str, list] = {"max_new_tokens": [], "clinical_f1": [], "clinical_example_f1": [],
                                   "bleu_4": [], "mean_tokens": [], "statement_recall": [],
                                   "positives_complete": []}  # fmt: skip
-        full = [clinical.positive_labels(label(_detokenize(t)), uncertain) for t in tokens]
+        full = [clinical.positive_labels(label(detokenize(t)), uncertain) for t in tokens]
         for cap in caps:
             k = min(cap, top)
-            hyps = [_detokenize(t[:k]) for t in tokens]
+            hyps = [detokenize(t[:k]) for t in tokens]
             hyp_labels = [label(h) for h in hyps]
             ce = clinical.ce_scores(hyp_labels, ref_labels, uncertain=uncertain)
             curve["statement_recall"].append(statement_recall(hyp_labels, ref_labels))

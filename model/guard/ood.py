@@ -146,16 +146,11 @@ def served_modalities(probs: np.ndarray, claims: list[str | None]) -> list[str]:
     return [c if c in MODALITIES else str(d) for c, d in zip(claims, chest, strict=True)]
 
 
-def auroc(y: np.ndarray, s: np.ndarray) -> float:
-    from model.evaluate.classification import auroc as _auroc
-
-    return float(_auroc(y, s))
-
-
 def fit_probes(net, guard_cfg: dict, cfg, train, calib, out: Path, log=print) -> dict:
     """Fit, calibrate and save one probe file per shipped model; returns the config's "ood" section."""
     from safetensors.torch import save_file
 
+    from model.evaluate.classification import auroc
     from model.guard.families import POSITIVE_FAMILIES, WRONG_MODALITY
     from model.guard.train import predict_probs
     from model.inference import Predictor, shipped_checkpoint

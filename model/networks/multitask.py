@@ -21,7 +21,7 @@ from model.networks.decoder import MemoryBuilder, ReportDecoder
 from model.networks.encoders import ImageEncoder
 from model.networks.generation import decode
 from model.networks.heads import HeadOutput, TaskHeads
-from model.networks.tokenizer import decode_ids, prompt_ids
+from model.networks.tokenizer import SENTENCE_END, decode_ids, prompt_ids
 from model.types import ReportStyle
 
 
@@ -192,7 +192,7 @@ def generate_ids(
     was_training = model.training
     model.eval()
     style = ReportStyle(max_new_tokens=max(1, max_len - 2))
-    period = tokenizer.convert_tokens_to_ids(".")
+    period = tokenizer.convert_tokens_to_ids(SENTENCE_END)
     ids, _ = model.generate_report(images, context, list(details), style, list(modalities), period)
     model.train(was_training)
     return [decode_ids(tokenizer, row)[1] for row in ids]
