@@ -46,7 +46,11 @@ def cam_target(case) -> tuple[str, np.ndarray] | None:
     """The evaluation's rule (``run._cam_target``) on a case with a mask; None for normal studies."""
     if case.study.modality == "CT":
         t = case.truth.tumour
-        return (f"tumour:{t}", case.masks["tumour"]) if t in TUMOUR_CLASSES[1:] and "tumour" in case.masks else None
+        return (
+            (f"tumour:{t}", case.masks["tumour"])
+            if t in TUMOUR_CLASSES[1:] and "tumour" in case.masks
+            else None
+        )
     present = [f.name for f in case.truth.findings if f.name in case.masks]
     if not present:
         return None
@@ -60,7 +64,7 @@ def chance(cases) -> dict:
     from scipy import ndimage
 
     shares, centre = [], []
-    for c, _, mask in cases:
+    for _case, _, mask in cases:
         h, w = mask.shape
         tol = round(localization.DEFAULT_TOLERANCE_FRAC * max(h, w))
         grown = ndimage.binary_dilation(mask, structure=np.ones((2 * tol + 1, 2 * tol + 1), bool))

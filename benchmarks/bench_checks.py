@@ -44,7 +44,12 @@ def main(argv=None) -> int:
         rec = run_checks(p, cases, CheckConfig())
         rec["message"] = None if rec["passed"] else failure_message(name, rec)
         records[name] = rec
-        print(name, "PASS" if rec["passed"] else "FAIL", {k: c["passed"] for k, c in rec["checks"].items()}, flush=True)
+        print(
+            name,
+            "PASS" if rec["passed"] else "FAIL",
+            {k: c["passed"] for k, c in rec["checks"].items()},
+            flush=True,
+        )
     result = {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_checks.py"
         + (f" --limit {args.limit}" if args.limit else ""),

@@ -78,7 +78,9 @@ def main(argv=None) -> int:
 
     label = default_labeler()
     cases = [c for m in ("CXR", "CT") for c in split_cases("test", m, args.limit)]
-    beam_cases = [c for m in ("CXR", "CT") for c in [x for x in cases if x.study.modality == m][: args.beam_limit]]
+    beam_cases = [
+        c for m in ("CXR", "CT") for c in [x for x in cases if x.study.modality == m][: args.beam_limit]
+    ]
     evaluation = json.loads(EVAL_JSON.read_text())
     results: dict = {}
     for name in args.models:
@@ -95,7 +97,9 @@ def main(argv=None) -> int:
                     preds = []
                     for start in range(0, len(subset), 16):
                         chunk = subset[start : start + 16]
-                        preds += predict_batch(p, [c.study for c in chunk], [c.truth.context for c in chunk], style)
+                        preds += predict_batch(
+                            p, [c.study for c in chunk], [c.truth.context for c in chunk], style
+                        )
                     scores = consistency.measure(preds, p.finding_thresholds, label)
                     scores.pop("cases")
                     scores["truth"] = truth_recall(preds, subset, label)

@@ -84,7 +84,13 @@ def _summary(values: list[float]) -> dict | None:
     if not v.size:
         return None
     q = np.percentile(v, [10, 50, 90])
-    return {"n": int(v.size), "mean": float(v.mean()), "p10": float(q[0]), "median": float(q[1]), "p90": float(q[2])}
+    return {
+        "n": int(v.size),
+        "mean": float(v.mean()),
+        "p10": float(q[0]),
+        "median": float(q[1]),
+        "p90": float(q[2]),
+    }
 
 
 def _recall(hits: list[bool]) -> dict:
@@ -185,21 +191,31 @@ def main(argv=None) -> int:
             },
             "recall_by_area": {
                 k: {m: _recall([r["hit"][m] for r in v]) for m in MODELS}
-                for k, v in sorted(by_area.items(), key=lambda kv: int(kv[0].split("-")[0].lstrip(">=").split()[0])
-                                   if kv[0] != "no mask" else -1)
+                for k, v in sorted(
+                    by_area.items(),
+                    key=lambda kv: (
+                        int(kv[0].split("-")[0].lstrip(">=").split()[0]) if kv[0] != "no mask" else -1
+                    ),
+                )
             },  # fmt: skip
-            "median_prob_positive": {m: float(np.median([r["prob"][m] for r in recs])) if recs else None
-                                     for m in MODELS},  # fmt: skip
+            "median_prob_positive": {
+                m: float(np.median([r["prob"][m] for r in recs])) if recs else None for m in MODELS
+            },  # fmt: skip
         }
 
     result = {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_diagnosis.py"
         + (f" --limit {args.limit}" if args.limit else ""),
-        "data": {"split": args.split, "n_cxr": len(cases), "run": SHIPPED_RUN,
-                 "origin": "shipped run's phantom split re-rendered from its seed (model.evaluate.phantom_cases)"},
+        "data": {
+            "split": args.split,
+            "n_cxr": len(cases),
+            "run": SHIPPED_RUN,
+            "origin": "shipped run's phantom split re-rendered from its seed (model.evaluate.phantom_cases)",
+        },
         "input_size_px": sizes,
         "input_size_source": "checkpoint card training.data_config.image_size (Predictor.image_size)",
-        "report_max_len_tokens": (predictors["teacher"].card.get("training") or {}).get("data_config", {})
+        "report_max_len_tokens": (predictors["teacher"].card.get("training") or {})
+        .get("data_config", {})
         .get("max_len"),
         "feature_grid": grids,
         "thresholds": thresholds,
@@ -254,19 +270,30 @@ def to_markdown(r: dict) -> str:
             areas.append(f"{a['median']:.0f} [{a['p10']:.0f}, {a['p90']:.0f}]" if a else "-")
         d, dn, c = les[str(s)]["delta"], les[str(s)]["delta_norm"], les[str(s)]["cnr"]
         lines.append(
-            f"| {name} | {f['n_positive']} | " + " | ".join(areas) + f" | {_f(les[str(s)]['share_under_16px'])} | "
+            f"| {name} | {f['n_positive']} | "
+            + " | ".join(areas)
+            + f" | {_f(les[str(s)]['share_under_16px'])} | "
             f"{_f(d and d['median'], '{:+.3f}')} | {_f(dn and dn['median'], '{:+.2f}')} | "
             f"{_f(c and c['median'], '{:+.2f}')} |"
         )
     models = list(r["thresholds"])
-    lines += ["", "## Recall: head at the evaluation thresholds, report through the labeler", "",
-              "| finding | bin | n | " + " | ".join(models) + " |", "|---|---|---|" + "---|" * len(models)]
+    lines += [
+        "",
+        "## Recall: head at the evaluation thresholds, report through the labeler",
+        "",
+        "| finding | bin | n | " + " | ".join(models) + " |",
+        "|---|---|---|" + "---|" * len(models),
+    ]
     for name, f in r["findings"].items():
-        rows = [("all (head)", f["recall"]), ("all (report)", f["report_recall"])] + [(f"severity {k}", v) for k, v in f["recall_by_severity"].items()]
+        rows = [("all (head)", f["recall"]), ("all (report)", f["report_recall"])] + [
+            (f"severity {k}", v) for k, v in f["recall_by_severity"].items()
+        ]
         rows += [(f"area {k}", v) for k, v in f["recall_by_area"].items()]
         for label, v in rows:
             n = next(iter(v.values()))["n"]
-            lines.append(f"| {name} | {label} | {n} | " + " | ".join(_f(v[m]["recall"]) for m in models) + " |")
+            lines.append(
+                f"| {name} | {label} | {n} | " + " | ".join(_f(v[m]["recall"]) for m in models) + " |"
+            )
     lines += ["", "False-positive rate on negatives: " + "; ".join(
         f"{name} " + "/".join(_f(f["false_positive_rate"][m]) for m in models) for name, f in r["findings"].items()
     ) + f" ({'/'.join(models)}).", ""]  # fmt: skip

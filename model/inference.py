@@ -247,7 +247,10 @@ class Predictor:
         cxr = torch.tensor([m == "CXR" for m in modalities], device=f.device)[:, None]  # (B, 1)
         nan = float("nan")
         return torch.cat(
-            [torch.where(cxr, calls, torch.full_like(calls, nan)), torch.where(cxr, torch.full_like(onehot, nan), onehot)],
+            [
+                torch.where(cxr, calls, torch.full_like(calls, nan)),
+                torch.where(cxr, torch.full_like(onehot, nan), onehot),
+            ],
             1,
         )
 

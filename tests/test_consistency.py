@@ -20,7 +20,9 @@ def _pred(report: str, findings: dict | None = None, tumour: dict | None = None,
 
 
 def test_report_calls_present_denied_silent():
-    label = cons.report_calls("CXR", {"pleural_effusion": "uncertain", "pneumothorax": "negative", "normal": "negative"})
+    label = cons.report_calls(
+        "CXR", {"pleural_effusion": "uncertain", "pneumothorax": "negative", "normal": "negative"}
+    )
     assert label["pleural_effusion"] == "present"  # uncertain counts as stated (U-ones)
     assert label["pneumothorax"] == "denied"
     assert label["nodule"] == "silent"
@@ -48,8 +50,11 @@ def test_measure_golden_rates():
         # head: effusion + nodule; report states effusion only -> nodule omitted, no contradiction
         _pred("Small left pleural effusion.", {"pleural_effusion": 0.9, "nodule": 0.8}),
         # CT: head malignant; report denies a mass -> denial
-        _pred("No suspicious pulmonary mass. Normal study.", tumour={"none": 0.1, "benign": 0.1, "malignant": 0.8},
-              modality="CT"),  # fmt: skip
+        _pred(
+            "No suspicious pulmonary mass. Normal study.",
+            tumour={"none": 0.1, "benign": 0.1, "malignant": 0.8},
+            modality="CT",
+        ),  # fmt: skip
     ]
     out = cons.measure(preds)
     assert out["contradiction_rate"] == pytest.approx(3 / 5)
@@ -73,7 +78,9 @@ def predictor(tmp_path_factory):
     from model.inference import Predictor
     from model.networks import build_tokenizer
 
-    tok = build_tokenizer(["Small left pleural effusion. No pneumothorax.", "The heart is enlarged. Normal study."])
+    tok = build_tokenizer(
+        ["Small left pleural effusion. No pneumothorax.", "The heart is enlarged. Normal study."]
+    )
     model = tiny_model("tiny-teacher", len(tok), seed=0)[0].eval()
     with torch.no_grad():  # make the decoder lean on the head part of its memory, so conditioning shows
         for n, p in model.named_parameters():

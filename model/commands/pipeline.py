@@ -159,7 +159,6 @@ def main(args) -> int:
     base = TrainConfig(
         batch_size=prof["batch_size"],
         seed=args.seed,
-        image_size=prof["image_size"],
         threads=args.threads,
         bf16=bool(prof["bf16"]),
     )
@@ -221,7 +220,7 @@ def main(args) -> int:
         _record_audit(ckpt, audit)
     stage("evaluate", lambda: _evaluate(ckpt, data_dir, out))
     if args.install:
-        stage("install", lambda: _install(ckpt))
+        stage("install", lambda: _install(ckpt, data_dir))
     record["total_wall_s"] = round(time.perf_counter() - t_all, 1)
     save()
     print(json.dumps({k: v.get("wall_s") for k, v in record["stages"].items()}, indent=1))
@@ -292,18 +291,37 @@ def _evaluate(ckpt: dict[str, Path], data_dir: Path, out: Path) -> dict:
     return {"out": str(out / "eval"), "summary": result if isinstance(result, dict) else None}
 
 
-def _install(ckpt: dict[str, Path]) -> dict:
+def _install(ckpt: dict[str, Path], data_dir: Path | None = None, assets: Path = ASSETS) -> dict:
     """Write each checkpoint into assets/checkpoints/NAME/ with float16-stored weights (half the bytes
-    in git; they load back into float32 models), plus its training log; not the resumable state."""
-    from model.checkpoints import WEIGHTS, load_checkpoint, save_checkpoint
-    from model.distill.trainer import LOG_NAME
+    in git; they load back into float32 models), plus its training log; not the resumable state.
 
-    installed = {}
+    With ``data_dir``, each checkpoint first passes the install checks on the run's validation phantoms
+    (``model.distill.checks``: collapse, own OOD rate, trivial baselines; issue 10). A failing one is not
+    installed (the one already in assets stays) and its record goes to ``RUN/NAME/checks.json``; a
+    passing one carries the record (``card["checks"]``) and its validation thresholds (``card["thresholds"]``).
+    """
+    from model.checkpoints import WEIGHTS, load_checkpoint, save_checkpoint
+    from model.distill.checks import cases_from_phantom_dir, failure_message, run_checks
+    from model.distill.trainer import LOG_NAME
+    from model.inference import Predictor
+
+    cases = cases_from_phantom_dir(data_dir) if data_dir is not None else []
+    installed, refused = {}, {}
     for name, src in ckpt.items():
-        dst = ASSETS / name
+        model, tokenizer, card, extras = load_checkpoint(src)
+        if cases:
+            record = run_checks(Predictor(model, tokenizer, card, extras, name), cases)
+            (src / "checks.json").write_text(json.dumps(record, indent=1) + "\n")
+            if not record["passed"]:
+                message = failure_message(name, record)
+                print(message, flush=True)
+                verdicts = {k: c["passed"] for k, c in record["checks"].items()}
+                refused[name] = {"message": message, "checks": verdicts}
+                continue
+            card = {**card, "checks": record, "thresholds": record["thresholds"]}
+        dst = assets / name
         if dst.exists():
             shutil.rmtree(dst)
-        model, tokenizer, card, extras = load_checkpoint(src)
         save_checkpoint(dst, model, tokenizer, card, extras, weights_dtype=torch.float16)
         if (src / LOG_NAME).is_file():
             shutil.copy2(src / LOG_NAME, dst / LOG_NAME)
@@ -311,4 +329,4 @@ def _install(ckpt: dict[str, Path]) -> dict:
             "files": sorted(p.name for p in dst.iterdir()),
             "mb": (dst / WEIGHTS).stat().st_size / 1e6,
         }
-    return {"installed": installed}
+    return {"installed": installed, "refused": refused}

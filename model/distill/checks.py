@@ -99,9 +99,8 @@ def collapse_check(preds, cases, cfg: CheckConfig) -> dict:
     distinct = {m: len({preds[i].report for i in idx}) for m, idx in (("CXR", cxr), ("CT", ct)) if idx}
     fixed = [m for m, k in distinct.items() if k <= 1 and len(cxr if m == "CXR" else ct) > 1]
     passed = top >= cfg.min_output_std and not fixed
-    why = (
-        f"largest output std over images {top:.4f} (needs >= {cfg.min_output_std})"
-        + (f"; one fixed report for every {', '.join(fixed)} image" if fixed else "")
+    why = f"largest output std over images {top:.4f} (needs >= {cfg.min_output_std})" + (
+        f"; one fixed report for every {', '.join(fixed)} image" if fixed else ""
     )
     return _check("collapse", passed, round(top, 6), cfg.min_output_std, why,
                   output_std=stds, distinct_reports=distinct)  # fmt: skip
@@ -165,11 +164,19 @@ def baseline_check(preds, cases, cfg: CheckConfig) -> dict:
         majority = float(np.bincount(truth, minlength=len(TUMOUR_CLASSES)).max() / len(truth))
         out["tumour_accuracy"] = {"model": round(acc, 4), "baseline": round(majority, 4)}
     label = default_labeler()
-    pairs = [(_truth_set(c.truth), _stated(label(p.report), c.study.modality)) for p, c in zip(preds, cases, strict=True)]
+    pairs = [
+        (_truth_set(c.truth), _stated(label(p.report), c.study.modality))
+        for p, c in zip(preds, cases, strict=True)
+    ]
     labels = [n for m in ("CXR", "CT") for n in CONSISTENCY_LABELS[m]]
     constants = [set(), set(labels)] + [{n} for n in labels]
     best = max(
-        _micro_f1([(t, k & set(CONSISTENCY_LABELS[c.study.modality])) for (t, _), c in zip(pairs, cases, strict=True)])
+        _micro_f1(
+            [
+                (t, k & set(CONSISTENCY_LABELS[c.study.modality]))
+                for (t, _), c in zip(pairs, cases, strict=True)
+            ]
+        )
         for k in constants
     )  # a constant report states the same findings on every image of a modality
     out["report_micro_f1"] = {"model": round(_micro_f1(pairs), 4), "baseline": round(best, 4)}
@@ -200,7 +207,11 @@ def run_checks(predictor, cases: Sequence[ValCase], cfg: CheckConfig | None = No
     if not cases:
         raise ValueError("the install checks need validation cases; the run has none")
     preds = _predict(predictor, cases, cfg)
-    checks = [collapse_check(preds, cases, cfg), ood_check(predictor, cases, cfg), baseline_check(preds, cases, cfg)]
+    checks = [
+        collapse_check(preds, cases, cfg),
+        ood_check(predictor, cases, cfg),
+        baseline_check(preds, cases, cfg),
+    ]
     return {
         "passed": all(c["passed"] for c in checks),
         "checks": {c["check"]: c for c in checks},

@@ -125,7 +125,6 @@ def measure(
     return out
 
 
-
 def from_run(
     modalities: Sequence[str],
     findings: Sequence[Sequence[float]],
@@ -141,7 +140,9 @@ def from_run(
         for m, f, t, labels in zip(modalities, findings, tumour, report_labels, strict=True):
             if labels is None:
                 continue
-            head = head_calls(m, dict(zip(FINDINGS, f, strict=True)), dict(zip(TUMOUR_CLASSES, t, strict=True)), thr)
+            head = head_calls(
+                m, dict(zip(FINDINGS, f, strict=True)), dict(zip(TUMOUR_CLASSES, t, strict=True)), thr
+            )
             cases.append(case_consistency(head, report_calls(m, labels)))
         out[key] = consistency_scores(cases)
     return out

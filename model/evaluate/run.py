@@ -452,8 +452,10 @@ def protocol(cfg: EvalConfig) -> dict:
         },
         "consistency": {
             **consistency.consistency_protocol(),
-            "thresholds": {"served": "the Predictor's (card thresholds, else 0.5)",
-                           "evaluation": "validation max-F1 (this file's thresholds)"},
+            "thresholds": {
+                "served": "the Predictor's (card thresholds, else 0.5)",
+                "evaluation": "validation max-F1 (this file's thresholds)",
+            },
             "report_conditioning": "Predictor.report_conditioning (labels: thresholded heads in the memory)",
         },
         "location": location.location_protocol(),
@@ -517,10 +519,11 @@ def evaluate(
             models[name]["per_case"].get("labels") or [None] * len(phantom.samples),
             {"served": predictors[name].finding_thresholds, "evaluation": models[name]["thresholds"]["findings"]},
         )  # fmt: skip
+        served, at_eval = models[name]["consistency"]["served"], models[name]["consistency"]["evaluation"]
         models[name]["metrics"]["consistency"] = {
-            "contradiction_rate": models[name]["consistency"]["served"]["contradiction_rate"],
-            "denial_rate": models[name]["consistency"]["served"]["denial_rate"],
-            "contradiction_rate_eval_thresholds": models[name]["consistency"]["evaluation"]["contradiction_rate"],
+            "contradiction_rate": served["contradiction_rate"],
+            "denial_rate": served["denial_rate"],
+            "contradiction_rate_eval_thresholds": at_eval["contradiction_rate"],
         }
     for name in models:  # side / zone stated in the reports vs the phantoms' truth
         loc_block = location.location_agreement([s.truth for s in phantom.samples], phantom.runs[name].reports)

@@ -379,7 +379,9 @@ def explain(
 
     heat = np.asarray(heat, dtype=np.float32)
     flat = is_flat(heat)  # before resizing: the map pytorch-grad-cam normalised
-    heat = np.zeros(study.pixels.shape, np.float32) if flat else np.clip(_resize(heat, study.pixels.shape), 0, 1)
+    heat = (
+        np.zeros(study.pixels.shape, np.float32) if flat else np.clip(_resize(heat, study.pixels.shape), 0, 1)
+    )
     return Explanation(heatmap=heat, target=target, method=method, score=score, flat=flat, layer=layer)
 
 
