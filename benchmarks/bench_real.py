@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-limit", type=int, default=200, help="held-out real cases for report figures")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="real", help="results name: benchmarks/results/OUT.json + OUT.md")
     args = p.parse_args(argv)
 
     from model.commands.evaluate import parse_checkpoints
@@ -200,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     real = Path(args.real_dir)
     if real.is_dir():
         res["intensity_swap"] = swap_figures(predictors, real, args.swap_limit, args.seed)
+        print(f"intensity swap done ({time.perf_counter() - t0:.0f} s)", flush=True)
         res["real_reports"] = real_report_figures(predictors, real, args.report_limit)
+        print(f"real-set reports done ({time.perf_counter() - t0:.0f} s)", flush=True)
     else:
         res["skipped_real"] = f"{real} not found"
     if args.phantoms:
@@ -209,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     from model.evaluate.summary import to_jsonable
 
-    (RESULTS / "real.json").write_text(json.dumps(to_jsonable(res), indent=1, allow_nan=False) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(to_jsonable(res), indent=1, allow_nan=False) + "\n")
     md = markdown(res)
-    (RESULTS / "real.md").write_text(md)
+    (RESULTS / f"{args.out}.md").write_text(md)
     print(md)
     return 0
 

@@ -119,6 +119,9 @@ def _location_item(model: str, evaluation: Mapping | None, real: Mapping | None)
     }
 
 
+#: the report models whose cards carry the list
+SHIPPED_MODELS: tuple[str, ...] = ("teacher", "student", "student_nokd")
+
 LIMITATION_BUILDERS = (_swap_item, _cxr_item, _location_item)
 
 
@@ -138,3 +141,34 @@ def write_card_limitations(card_path: str | Path, items: list[dict]) -> None:
     path.write_text(
         json.dumps(card, indent=2) + ("\n" if text.endswith("\n") else "")
     )  # the file's own layout
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model.evaluate.limitations``: rewrite the shipped cards' ``known_limitations``."""
+    import argparse
+
+    repo = Path(__file__).resolve().parents[2]
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument(
+        "--eval", default=str(repo / "assets" / "eval" / "phantom_test.json"), help="evaluation JSON"
+    )
+    p.add_argument(
+        "--real", default=str(repo / "benchmarks" / "results" / "real.json"), help="bench_real JSON"
+    )
+    p.add_argument(
+        "--cards", default=str(repo / "assets" / "checkpoints"), help="folder of checkpoint folders"
+    )
+    args = p.parse_args(argv)
+    evaluation = json.loads(Path(args.eval).read_text()) if Path(args.eval).is_file() else None
+    real = json.loads(Path(args.real).read_text()) if Path(args.real).is_file() else None
+    for card in sorted(Path(args.cards).glob("*/model_card.json")):
+        if card.parent.name not in SHIPPED_MODELS:  # e.g. the input guard: not a report model
+            continue
+        items = known_limitations(card.parent.name, evaluation=evaluation, real=real)
+        write_card_limitations(card, items)
+        print(f"{card}: {len(items)} known limitations")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
