@@ -107,8 +107,12 @@ def _model_block(m: str, k: float) -> dict:
 def _case(i: int, images_dir) -> dict:
     from PIL import Image
 
+    from model.data.generate import to_uint8
+    from model.data.phantom import make_case
+
     cid = f"cxr_{i:05d}"
-    Image.fromarray(np.full((64, 64), 40 * i, np.uint8)).save(images_dir / f"{cid}.png")
+    # a real phantom (the input guard refuses flat fields before any model speaks)
+    Image.fromarray(to_uint8(make_case(100 + i, "CXR", size=128).image)).save(images_dir / f"{cid}.png")
     models = {
         m: {
             "report": ["Small left effusion.", "Normal heart.", "Large right effusion."][(i + j) % 3],

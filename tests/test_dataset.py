@@ -1,4 +1,4 @@
-"""ReportDataset items, collate, caching, augmentation and the source-mixing sampler."""
+"""ReportDataset items, caching and augmentation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.data.dataset import IGNORE_INDEX, MixedBatchSampler, ReportDataset, augment_image, collate
+from model.data.dataset import IGNORE_INDEX, ReportDataset, augment_image
 from model.data.sources import ClassFolderSource, NIHSource, Sample
 from model.types import CONTEXT_DIM, DETAIL_LEVELS, FINDINGS, TREATMENTS, PatientContext
 
@@ -69,16 +69,6 @@ def test_items_shapes_dtypes_and_masks(tmp_path):
     assert not ct["findings_mask"].any() and ct["tumour"] == 2 and ct["subtype"] == 0
 
 
-def test_collate(tmp_path):
-    ds = ReportDataset(_samples(tmp_path), image_size=16, detail="brief")
-    b = collate([ds[i] for i in range(3)])
-    assert b["image"].shape == (3, 1, 16, 16) and b["findings"].shape == (3, len(FINDINGS))
-    assert b["tumour"].tolist() == [IGNORE_INDEX, IGNORE_INDEX, 2]
-    assert b["report"] == ["brief 0", "", "brief 2"] and b["modality"] == ["CXR", "CXR", "CT"]
-    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate)
-    assert next(iter(loader))["context"].shape == (2, CONTEXT_DIM)
-
-
 def test_random_detail_cache_and_augment_are_reproducible(tmp_path):
     samples = _samples(tmp_path)
     a = ReportDataset(samples, 24, detail="random", seed=1, augment=True)
@@ -101,21 +91,6 @@ def test_augment_keeps_range_and_shape():
     x = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
     y = augment_image(x, np.random.default_rng(0))
     assert y.shape == x.shape and y.dtype == np.float32 and 0 <= y.min() and y.max() <= 1
-
-
-def test_mixed_batch_sampler():
-    sources = ["phantom"] * 100 + ["nih"] * 10 + ["ct"] * 5
-    sampler = MixedBatchSampler(sources, batch_size=6, num_batches=20, seed=0)
-    batches = list(sampler)
-    assert len(batches) == len(sampler) == 20 and all(len(b) == 6 for b in batches)
-    per = {n: sum(sources[i] == n for b in batches for i in b) for n in ("phantom", "nih", "ct")}
-    assert per == {"phantom": 40, "nih": 40, "ct": 40}  # equal shares by default
-    assert all(len({sources[i] for i in b}) == 3 for b in batches)  # every batch mixes
-    assert batches == list(MixedBatchSampler(sources, 6, num_batches=20, seed=0))
-    weighted = list(MixedBatchSampler(sources, 10, weights={"phantom": 8, "nih": 2}, num_batches=5))
-    assert all(
-        sum(sources[i] == "phantom" for i in b) == 8 and "ct" not in {sources[i] for i in b} for b in weighted
-    )
 
 
 @needs_shared

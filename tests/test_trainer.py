@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_model
 from tiny_training import tiny_model, tiny_tensorset
 
 from model.distill.config import DistillConfig, TrainConfig
-from model.distill.teacher_cache import cache_teacher_outputs, load_teacher_cache, save_teacher_cache
+from model.distill.teacher_cache import cache_teacher_outputs
 from model.distill.train_state import flatten_optimizer_state, unflatten_optimizer_state
 from model.distill.trainer import LOG_NAME, fit, lr_lambda, make_projector
 from model.evaluate.classification import auroc
@@ -122,7 +122,7 @@ def test_auroc_matches_pairwise_definition():
     assert np.isnan(auroc(np.zeros(40), s))
 
 
-def test_kd_with_cached_teacher_and_cache_round_trip(tmp_path):
+def test_kd_with_cached_teacher_and_a_transfer_set(tmp_path):
     torch.manual_seed(0)
     teacher, _ = tiny_model("tiny-teacher")
     student, _ = tiny_model("tiny-student")
@@ -130,9 +130,6 @@ def test_kd_with_cached_teacher_and_cache_round_trip(tmp_path):
     dcfg = DistillConfig(top_k=4, hint_size=2)
     cache_teacher_outputs(teacher, train, dcfg, show_progress=False)
     assert train.teacher["t_topk_index"].shape == (8, 12, 4) and train.teacher["t_features"].shape[-1] == 2
-    save_teacher_cache(tmp_path / "cache.safetensors", train)
-    again = load_teacher_cache(tmp_path / "cache.safetensors", tiny_tensorset(8))
-    torch.testing.assert_close(again.teacher["t_topk_logits"], train.teacher["t_topk_logits"])
     # a transfer set: no ground truth at all, only the teacher
     transfer = tiny_tensorset(8, seed=5).strip_labels()
     cache_teacher_outputs(teacher, transfer, dcfg, show_progress=False)
@@ -214,6 +211,10 @@ def test_cli_train_then_distill_write_loadable_checkpoints(phantom_dir, tmp_path
     assert card["training"]["data"]["labelled"]["per_source"].keys() == {"phantom_cxr", "phantom_ct"}
     assert "val_findings_macro_auroc" in card["metrics"]["validation"]
     assert "ood_threshold" in extras and (teacher / LOG_NAME).is_file()
+    # the card records the input size and sequence length the run used (once: in data_config and the model)
+    assert card["training"]["data_config"]["image_size"] == card["model_config"]["image_size"] == 32
+    assert card["training"]["data_config"]["max_len"] == card["model_config"]["max_len"] == 104
+    assert not {"image_size", "max_len"} & card["training"]["train_config"].keys()
     _cli_train(
         [
             "distill",

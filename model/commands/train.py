@@ -103,8 +103,6 @@ def train_config(args) -> TrainConfig:
         grad_clip=args.grad_clip,
         patience=args.patience,
         seed=args.seed,
-        image_size=args.image_size,
-        max_len=args.max_len,
         finetune_epochs=args.finetune_epochs,
         threads=args.threads,
         bf16=args.bf16,

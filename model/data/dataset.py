@@ -1,4 +1,4 @@
-"""Torch dataset, collate and a source-mixing batch sampler over :class:`~model.data.sources.Sample`.
+"""Torch dataset over :class:`~model.data.sources.Sample` (items become a ``TensorSet`` for training).
 
 Images go through ``model.data.imaging.load_study_path`` + ``to_model_input`` (the one resize rule
 shared with inference), then are quantised to uint8 whether cached or not, so ``cache=True`` and
@@ -9,11 +9,11 @@ shared with inference), then are quantised to uint8 whether cached or not, so ``
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from model.data.sources import Sample
 from model.types import DETAIL_LEVELS, IGNORE_INDEX
@@ -176,77 +176,3 @@ class ReportDataset(Dataset):
             "source": s.source,
             "report_origin": s.report_origin,
         }
-
-
-def collate(batch: Sequence[dict]) -> dict:
-    """Stack tensors; keep strings (and bools) as lists. Tokenising is the model side's job."""
-    out = {}
-    for key in batch[0]:
-        values = [item[key] for item in batch]
-        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Mixing sources in every batch
-
-
-class MixedBatchSampler(Sampler[list[int]]):
-    """Batches of indices in which every source has its share (multi-task batches).
-
-    ``sources[i]`` names the source of item ``i`` (e.g. ``[s.source for s in samples]``).
-    ``weights`` maps source -> relative share (default: equal shares, so small real sets are not
-    drowned by thousands of phantoms). Each source is walked in a fresh seeded permutation, cycling
-    when exhausted; a batch's counts per source are the weighted shares with seeded rounding.
-    ``num_batches`` defaults to ceil(len(sources) / batch_size).
-    """
-
-    def __init__(
-        self,
-        sources: Sequence[str],
-        batch_size: int,
-        weights: dict[str, float] | None = None,
-        num_batches: int | None = None,
-        seed: int = 0,
-    ):
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.pools: dict[str, np.ndarray] = {}
-        for i, name in enumerate(sources):
-            self.pools.setdefault(name, []).append(i)
-        self.names = sorted(self.pools)
-        self.pools = {k: np.asarray(v) for k, v in self.pools.items()}
-        w = np.asarray([(weights or {}).get(n, 1.0 if weights is None else 0.0) for n in self.names], float)
-        if w.sum() <= 0:
-            raise ValueError("MixedBatchSampler: every source has weight 0")
-        self.shares = w / w.sum()
-        self.num_batches = num_batches or -(-len(sources) // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = {n: rng.permutation(self.pools[n]) for n in self.names}
-        cursor = dict.fromkeys(self.names, 0)
-        for _ in range(self.num_batches):
-            # counts: floor of the expected share, the remainder handed out by a seeded draw
-            expected = self.shares * self.batch_size
-            counts = np.floor(expected).astype(int)
-            short = self.batch_size - counts.sum()
-            if short:
-                frac = expected - counts
-                extra = rng.choice(len(self.names), size=short, replace=False, p=frac / frac.sum())
-                counts[extra] += 1
-            batch = []
-            for name, k in zip(self.names, counts, strict=True):
-                for _ in range(k):
-                    if cursor[name] == len(order[name]):
-                        order[name], cursor[name] = rng.permutation(self.pools[name]), 0
-                    batch.append(int(order[name][cursor[name]]))
-                    cursor[name] += 1
-            yield [batch[i] for i in rng.permutation(len(batch))]

@@ -87,8 +87,6 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global grad norm (0 = off)
     patience: int = 3  # early stopping: epochs without a better validation loss
     seed: int = 0  # everything random derives from this
-    image_size: int = 128  # input side in pixels
-    max_len: int = 128  # tokens per report (control tokens included); detailed reports: median 55, p95 76
     finetune_epochs: int = 0  # optional per-task stage after the joint one (heads only, lower lr)
     finetune_lr_frac: float = 0.1  # fine-tuning lr = lr * this
     threads: int = 0  # torch intra-op threads (0 = leave torch's default)

@@ -9,7 +9,6 @@ which data the checkpoint saw, and ``train_log.jsonl`` beside the weights.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import sys
 import time
@@ -22,8 +21,8 @@ from model.distill.config import DistillConfig, TrainConfig
 from model.distill.data_plan import DataConfig, cap_per_source, describe, split_labelled
 from model.distill.teacher_cache import cache_teacher_outputs
 from model.distill.tensorset import TensorSet, build_tensorset
-from model.networks.multitask import count_parameters
 from model.distill.trainer import LOG_NAME, FitResult, fit, make_projector
+from model.networks.multitask import count_parameters
 from model.types import DETAIL_LEVELS, DISCLAIMER
 
 # ----------------------------------------------------------------------------------------------
@@ -395,7 +394,3 @@ def decode_transfer_reports(
             data.seq_len[i, d] = len(toks)
             data.has_report[i] = True
     data.detail_mode = "fixed"
-
-
-def write_json(path: Path, doc: dict) -> None:
-    Path(path).write_text(json.dumps(doc, indent=2, default=str))

@@ -8,11 +8,8 @@ fraction of the cost: student epochs then never run the teacher.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -61,26 +58,4 @@ def cache_teacher_outputs(
             cols.setdefault(key, []).append(value.cpu())
     teacher.train(was_training)
     data.teacher = {k: torch.cat(v) for k, v in cols.items()}
-    return data
-
-
-def save_teacher_cache(path: Path, data: TensorSet) -> None:
-    """Teacher columns + the fixed detail levels and sequences they belong to, as safetensors."""
-    tensors = {k: v.contiguous() for k, v in data.teacher.items()}
-    tensors["fixed_detail"] = data.fixed_detail.contiguous()
-    tensors["ids"] = data.ids.contiguous()
-    save_file(
-        tensors, str(path), metadata={"n": str(len(data)), "sample_ids": ",".join(data.sample_ids)[:60000]}
-    )
-
-
-def load_teacher_cache(path: Path, data: TensorSet) -> TensorSet:
-    """Attach a cache written by :func:`save_teacher_cache` to the same set (checked by sequences)."""
-    tensors = load_file(str(path))
-    if tensors["ids"].shape != data.ids.shape or not torch.equal(tensors["ids"], data.ids):
-        raise ValueError(f"teacher cache {path} was computed on different data")
-    data.fixed_detail = tensors.pop("fixed_detail")
-    tensors.pop("ids")
-    data.teacher = tensors
-    data.detail_mode = "fixed"
     return data

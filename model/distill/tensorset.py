@@ -19,17 +19,6 @@ from torch import Tensor
 
 from model.types import DETAIL_LEVELS, IGNORE_INDEX
 
-#: teacher columns (names in the batch dict and in the cache file)
-TEACHER_KEYS: tuple[str, ...] = (
-    "t_findings_logits",
-    "t_tumour_logits",
-    "t_subtype_logits",
-    "t_treatment_logits",
-    "t_features",
-    "t_topk_index",
-    "t_topk_logits",
-)
-
 
 @dataclass
 class TensorSet:
@@ -51,7 +40,7 @@ class TensorSet:
     sources: list[str] = field(default_factory=list)
     pad_id: int = 0
     detail_mode: str = "random"  # "random" (drawn per epoch) | "fixed"
-    teacher: dict[str, Tensor] = field(default_factory=dict)  # TEACHER_KEYS -> (N, ...)
+    teacher: dict[str, Tensor] = field(default_factory=dict)  # "t_*" column -> (N, ...), see teacher_cache
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -147,12 +136,6 @@ class TensorSet:
         out.subtype.fill_(IGNORE_INDEX)
         out.has_report.fill_(False)
         return out
-
-    def counts_by_source(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for s in self.sources:
-            counts[s] = counts.get(s, 0) + 1
-        return dict(sorted(counts.items()))
 
 
 # ----------------------------------------------------------------------------------------------

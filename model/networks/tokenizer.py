@@ -10,7 +10,6 @@ Special tokens have fixed ids (their order below) so the model can name them wit
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
 from transformers import PreTrainedTokenizerFast
@@ -88,11 +87,6 @@ def build_tokenizer(texts: Iterable[str], min_frequency: int = 1) -> PreTrainedT
         if tok.token_to_id(s) != i:
             raise RuntimeError(f"special token {s} got id {tok.token_to_id(s)}, expected {i}")
     return wrap_tokenizer(tok)
-
-
-def words(text: str) -> list[str]:
-    """Split text into tokenizer words (same rule as the pre-tokenizer; used for display and tests)."""
-    return re.findall(r"\d+(?:\.\d+)?|[^\w\s]|[^\W\d]+|\w+", text)
 
 
 def encode_report(
