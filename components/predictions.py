@@ -25,6 +25,11 @@ def _on_queue(fn, *args, **kwargs):
     return shared_queue().run(fn, *args, **kwargs)
 
 
+def _on_queue_later(fn, *args, **kwargs):
+    """Extras drawn after the reports and overlays: behind every session's urgent model work."""
+    return shared_queue().run_deferred(fn, *args, **kwargs)
+
+
 def _waiting_note() -> str:
     n = shared_queue().pending()
     return f" (after {n} job{'s' * (n != 1)} from other sessions)" if n else ""
@@ -75,7 +80,7 @@ def predict_all(
 def _divergence(set_key, study_key, tokens_key, ctx_key, detail, _ms, _study, _tokens, _ctx):
     from model.explain.divergence import token_divergence
 
-    return _on_queue(
+    return _on_queue_later(
         token_divergence,
         _ms.predictors["teacher"],
         _ms.predictors["student"],

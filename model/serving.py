@@ -17,6 +17,7 @@ function that also goes through the queue).
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -68,15 +69,21 @@ class _Job:
     future: Future
 
 
+URGENT, DEFERRED = 0, 1  # job priorities: what a page shows first / extras that may wait (highlights)
+
+
 class InferenceQueue:
-    """A FIFO of model calls served by ``policy.workers`` daemon threads (started lazily)."""
+    """Model calls served by ``policy.workers`` daemon threads (started lazily): first in, first out
+    within a priority, ``URGENT`` jobs (reports, overlays) before ``DEFERRED`` ones (word highlights),
+    so that under load every session's main answer arrives before anyone's extras are computed."""
 
     def __init__(self, policy: ThreadPolicy | str = DEFAULT_POLICY, cores: int | None = None):
         self.policy = POLICIES[policy] if isinstance(policy, str) else policy
         self.cores = cores or cpu_cores()
         n = self.policy.workers
         self.n_workers = self.cores if n < 0 else n
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.PriorityQueue[tuple[float, int, _Job | None]] = queue.PriorityQueue()
+        self._seq = itertools.count()  # FIFO order within a priority
         self._local = threading.local()  # .inside = True on worker threads
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -85,7 +92,11 @@ class InferenceQueue:
 
     # -- callers ------------------------------------------------------------------------------------
     def submit(self, fn: Callable[..., T], *args, **kwargs) -> Future:
-        """Queue ``fn(*args, **kwargs)``; the future holds its result or its exception."""
+        """Queue ``fn(*args, **kwargs)`` (``URGENT``); the future holds its result or its exception."""
+        return self.submit_at(URGENT, fn, *args, **kwargs)
+
+    def submit_at(self, priority: int, fn: Callable[..., T], *args, **kwargs) -> Future:
+        """Queue ``fn(*args, **kwargs)`` at ``priority`` (lower runs first)."""
         future: Future = Future()
         if self.n_workers == 0 or getattr(self._local, "inside", False):
             self._run_job(_Job(fn, args, kwargs, future), queued=False)
@@ -93,12 +104,16 @@ class InferenceQueue:
         self._start()
         with self._lock:
             self._waiting += 1
-        self._jobs.put(_Job(fn, args, kwargs, future))
+        self._jobs.put((priority, next(self._seq), _Job(fn, args, kwargs, future)))
         return future
 
     def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
         """``fn(*args, **kwargs)`` on an inference thread; blocks; re-raises its exception here."""
         return self.submit(fn, *args, **kwargs).result()
+
+    def run_deferred(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """Like ``run``, behind every ``URGENT`` job already queued (extras a page shows last)."""
+        return self.submit_at(DEFERRED, fn, *args, **kwargs).result()
 
     def pending(self) -> int:
         """Jobs queued or running now (what a new job waits behind, roughly)."""
@@ -110,7 +125,7 @@ class InferenceQueue:
         with self._lock:
             threads, self._threads = self._threads, []
         for _ in threads:
-            self._jobs.put(None)
+            self._jobs.put((float("inf"), next(self._seq), None))
         for t in threads:
             t.join(timeout=30)
 
@@ -124,7 +139,7 @@ class InferenceQueue:
 
     def _serve(self) -> None:
         self._local.inside = True
-        while (job := self._jobs.get()) is not None:
+        while (job := self._jobs.get()[2]) is not None:
             self._run_job(job, queued=True)
 
     def _threads_for_job(self, busy: int) -> int:

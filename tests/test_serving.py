@@ -155,3 +155,30 @@ def test_nested_run_inside_a_job_does_not_deadlock():
 def test_shared_queue_is_one_per_process_and_named_policies_exist():
     assert shared_queue() is shared_queue()
     assert "queue-cores-adaptive" in POLICIES and "inline" in POLICIES
+
+
+def test_urgent_jobs_overtake_deferred_ones():
+    """Reports and overlays (urgent) of every session come before anyone's highlights (deferred)."""
+    from model.serving import DEFERRED, URGENT
+
+    q = InferenceQueue(ThreadPolicy(workers=1, torch_threads=1))
+    started, release, order = threading.Event(), threading.Event(), []
+
+    def hold():
+        started.set()
+        release.wait(10)
+
+    q.submit(hold)
+    assert started.wait(10)
+    futures = [
+        q.submit_at(DEFERRED, order.append, "highlight-a"),
+        q.submit_at(URGENT, order.append, "report-b"),
+        q.submit_at(DEFERRED, order.append, "highlight-c"),
+        q.submit_at(URGENT, order.append, "report-d"),
+    ]
+    release.set()
+    for f in futures:
+        f.result(10)
+    assert order == ["report-b", "report-d", "highlight-a", "highlight-c"]
+    assert q.run_deferred(lambda: "done") == "done"
+    q.close()
