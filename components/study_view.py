@@ -166,7 +166,7 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
     if new:
         st.session_state[pick_key] = new[-1]
         st.session_state[seen_key] = seen + new
-    elif rejected.fresh and not str(st.session_state.get(pick_key)).startswith("upload:"):
+    elif rejected.fresh and st.session_state.get(pick_key) not in upload_keys:
         st.session_state[pick_key] = None  # a sample must not pass for the answer; an earlier upload stays
     elif opened is not None and st.session_state.pop(f"{key}_opened_new", False):
         st.session_state[pick_key] = f"opened:{opened.id}"

@@ -97,7 +97,8 @@ def test_hostile_names_render_as_text_everywhere(make_app):
     app.selectbox(key="cmp_study").set_value(next(v for v in _option_values(app) if "Re-upload" in v)).run()
     assert not app.exception
     captions = [c for e in app.get("image") for c in e.captions]
-    assert any(c.startswith("\\[Re\\-upload here\\]\\(https\\:example\\.com\\)\\.png · ") for c in captions)
+    expected = "\\[Re\\-upload here\\]\\(https\\:\u2060example\\.com\\)\\.png · "  # word joiner: no autolink
+    assert any(c.startswith(expected) for c in captions)
     _assert_shown_as_text(app)
 
 
@@ -168,3 +169,14 @@ def test_sessions_do_not_see_each_others_uploads(make_app):
     assert "bob.png" in bob_opts and "alice.png" not in bob_opts
     assert alice.selectbox(key="cmp_study").value.startswith("upload:alice.png")
     assert bob.selectbox(key="cmp_study").value.startswith("upload:bob.png")
+
+
+def test_replaced_upload_then_rejected_shows_no_sample(make_app):
+    """The uploader's files replaced by a bad one: the earlier upload is gone, and no sample steps in."""
+    app = make_app().run()
+    app.file_uploader(key="cmp_upload").set_value(("good.png", _png(9), "image/png")).run()
+    assert app.selectbox(key="cmp_study").value.startswith("upload:good.png")
+    app.file_uploader(key="cmp_upload").set_value(("bad.png", b"broken", "image/png")).run()
+    assert not app.exception
+    assert app.selectbox(key="cmp_study").value is None
+    assert _reports(app) == [] and not any("Showing" in i.value for i in app.info)
