@@ -254,6 +254,17 @@ class Predictor:
             1,
         )
 
+    def report_conflicts(
+        self, modality: str, findings: dict[str, float], tumour: dict[str, float], report: str
+    ) -> list[str]:
+        """Where ``report`` contradicts the heads at ``finding_thresholds``: "denied:NAME" / "asserted:NAME"."""
+        from model.evaluate.clinical import default_labeler
+        from model.evaluate.consistency import case_consistency, head_calls, report_calls
+
+        head = head_calls(modality, findings, tumour, self.finding_thresholds)
+        c = case_consistency(head, report_calls(modality, default_labeler()(report)))
+        return [f"denied:{n}" for n in c["denied"]] + [f"asserted:{n}" for n in c["asserted"]]
+
     def decode(self, features, heads, prompts, style: ReportStyle, modalities: Sequence[str]):
         """Report ids and token probabilities from computed features and heads (``decode_report`` with the
         Predictor's conditioning)."""
@@ -336,6 +347,7 @@ class Predictor:
             ood_method="guard_probe" if self.ood_probe is not None else "mahalanobis",
             truncated=truncated,
             token_limit=budget,
+            report_conflicts=self.report_conflicts(study.modality, findings, tumour, report),
         )
 
     def _treatments(

@@ -327,6 +327,9 @@ class Prediction:
     verdict: GuardVerdict | None = None  # the input guard's verdict for this model (model/guard)
     truncated: bool = False  # the token cap stopped the report (its unfinished sentence dropped)
     token_limit: int | None = None  # the token cap the report was decoded under
+    #: where the report contradicts this model's own heads (issue 10): "denied:NAME" (head present, report
+    #: denies it) or "asserted:NAME" (head absent, report states it); see model/evaluate/consistency.py
+    report_conflicts: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)

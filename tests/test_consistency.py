@@ -152,3 +152,18 @@ def test_teacher_forced_probs_use_the_same_conditioning(predictor):
     want = np.asarray(pred.token_probs)
     np.testing.assert_allclose(probs[np.arange(len(pred.tokens)), [predictor._vocab[w] for w in pred.tokens]],
                                want, rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
+def test_prediction_reports_its_conflicts(predictor):
+    f = dict.fromkeys(FINDINGS, 0.0) | {"pleural_effusion": 0.4}  # >= the card's 0.3
+    t = {"none": 1.0, "benign": 0.0, "malignant": 0.0}
+    assert predictor.report_conflicts("CXR", f, t, "Normal study.") == ["denied:pleural_effusion"]
+    assert predictor.report_conflicts("CXR", f, t, "Small left pleural effusion.") == []
+    assert predictor.report_conflicts("CXR", f, t, "Small left pleural effusion. Large pneumothorax.") == [
+        "asserted:pneumothorax"
+    ]
+    pred = predictor.predict(_study(5), style=ReportStyle(max_new_tokens=12))
+    case = cons.measure([pred], predictor.finding_thresholds)["cases"][0]
+    assert pred.report_conflicts == [f"denied:{n}" for n in case["denied"]] + [
+        f"asserted:{n}" for n in case["asserted"]
+    ]
