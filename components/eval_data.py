@@ -214,8 +214,12 @@ def _words(text: str | None) -> set[str]:
     return set((text or "").lower().replace(".", " ").replace(",", " ").split())
 
 
-def report_divergence(a: str | None, b: str | None) -> float:
-    """1 - Jaccard overlap of the two reports' word sets (0 = same words, 1 = nothing shared)."""
+def word_mismatch(a: str | None, b: str | None) -> float:
+    """1 - Jaccard overlap of the two reports' word sets (0 = same words, 1 = nothing shared).
+
+    Not the Compare page's "JS divergence" (per-token Jensen-Shannon between the models' next-word
+    distributions): this one compares the finished reports' vocabularies only.
+    """
     wa, wb = _words(a), _words(b)
     if not wa and not wb:
         return 0.0
@@ -254,14 +258,14 @@ def cases_frame(result: dict) -> pd.DataFrame:
             pt = np.array(list((t_r.get(key) or {}).values()), dtype=float)
             ps = np.array(list((s_r.get(key) or {}).values()), dtype=float)
             row["gap"] = float(np.abs(pt - ps).max()) if pt.size and pt.size == ps.size else np.nan
-            row["report_divergence"] = report_divergence(t_r.get("report"), s_r.get("report"))
+            row["word_mismatch"] = word_mismatch(t_r.get("report"), s_r.get("report"))
             dis = (c.get("disagreement") or {}).get(s) or {}
             row["disagree"] = bool(dis.get("findings") or dis.get("tumour") or dis.get("report_labels"))
         rows.append(row)
     df = pd.DataFrame(rows)
     first = [
         c
-        for c in ("id", "modality", "gap", "report_divergence", "disagree", "truth_findings", "truth_tumour")
+        for c in ("id", "modality", "gap", "word_mismatch", "disagree", "truth_findings", "truth_tumour")
         if c in df
     ]
     return df[first + [c for c in df.columns if c not in first]]
@@ -275,7 +279,7 @@ def filter_cases(
     error_model: str | None = None,
     error_type: str = "any",
     disagree_only: bool = False,
-    min_divergence: float = 0.0,
+    min_mismatch: float = 0.0,
 ) -> pd.DataFrame:
     """Pure pandas filtering (kept apart from the widgets so tests can pin it)."""
     out = df
@@ -301,8 +305,8 @@ def filter_cases(
             out = out[ok & (out[f"{error_model}_tumour_ok"] != False)]  # noqa: E712
     if disagree_only and "disagree" in out:
         out = out[out["disagree"]]
-    if min_divergence > 0 and "report_divergence" in out:
-        out = out[out["report_divergence"] >= min_divergence]
+    if min_mismatch > 0 and "word_mismatch" in out:
+        out = out[out["word_mismatch"] >= min_mismatch]
     return out
 
 

@@ -217,7 +217,7 @@ def test_error_analysis_filters_and_export(app, eval_result):
     assert not at.exception
     # the pure pieces behind the widgets
     df = cases_frame(eval_result)
-    assert list(df.columns[:4]) == ["id", "modality", "gap", "report_divergence"]
+    assert list(df.columns[:4]) == ["id", "modality", "gap", "word_mismatch"]
     fp = filter_cases(df, list(MODELS), error_model="student", error_type="false positive")
     assert list(fp["id"]) == ["cxr_00002"]
     assert len(filter_cases(df, list(MODELS), finding="cardiomegaly")) == 1

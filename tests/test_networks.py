@@ -22,7 +22,7 @@ from model.networks import (
     decode_ids,
     detokenize,
     encode_report,
-    generate_ids,
+    generate_texts,
     init_weights,
 )
 from model.networks.generation import SUPPRESSED_IDS, decode_incremental
@@ -261,9 +261,9 @@ def test_beam_and_sample_decoding():
     assert s1 == s2 and s1[0] != s3[0]
 
 
-def test_generate_ids_returns_texts(tokenizer):
+def test_generate_texts_returns_texts(tokenizer):
     m = _tiny("tiny-student", len(tokenizer), 0)
-    texts = generate_ids(
+    texts = generate_texts(
         m, tokenizer, torch.rand(2, 1, 32, 32), None, ["brief", "detailed"], ["CXR", "CT"], 20
     )
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)

@@ -46,8 +46,11 @@ error_type = c4.selectbox(
 )
 c1, c2, c3 = st.columns(3)
 disagree_only = c1.toggle("Teacher and student disagree", value=False, key="err_disagree")
-min_div = c2.slider("Report divergence at least", 0.0, 1.0, 0.0, 0.05, key="err_min_div")
-sort_options = [c for c in ("gap", "report_divergence", "id") if c in df]
+min_mismatch = c2.slider(
+    "Report word mismatch at least", 0.0, 1.0, 0.0, 0.05, key="err_min_div",
+    help="1 - Jaccard overlap of the teacher's and the student's report words (0 = same words)",
+)
+sort_options = [c for c in ("gap", "word_mismatch", "id") if c in df]
 sort_by = c3.selectbox(
     "Sort by", sort_options, key="err_sort", help="gap = largest |teacher - student| probability"
 )
@@ -60,7 +63,7 @@ view = filter_cases(
     error_model=error_model,
     error_type=error_type,
     disagree_only=disagree_only,
-    min_divergence=min_div,
+    min_mismatch=min_mismatch,
 )
 view = view.sort_values(sort_by, ascending=sort_by == "id", na_position="last").reset_index(drop=True)
 st.caption(f"{len(view)} of {len(df)} cases. Select rows to inspect or export them.")
@@ -74,8 +77,8 @@ event = st.dataframe(
     height=320,
     column_config={
         "gap": st.column_config.ProgressColumn("gap", min_value=0.0, max_value=1.0, format="%.2f"),
-        "report_divergence": st.column_config.ProgressColumn(
-            "report div.", min_value=0.0, max_value=1.0, format="%.2f"
+        "word_mismatch": st.column_config.ProgressColumn(
+            "word mismatch", min_value=0.0, max_value=1.0, format="%.2f"
         ),
     },
 )

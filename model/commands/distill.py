@@ -1,6 +1,6 @@
 """`meddistill distill`: train a student from a teacher checkpoint (knowledge distillation).
 
-  meddistill distill --teacher runs/teacher --data data/phantoms --arch student-mnv3 \\
+  meddistill distill --teacher runs/teacher --data data/phantoms --arch mobilenet-1l \\
       --labelled-frac 0.3 --out runs/student
 """
 

@@ -1,8 +1,8 @@
 """`meddistill train`: train any architecture from ground truth (the teacher, or the no-KD student).
 
 Examples:
-  meddistill train --data data/phantoms --arch teacher-resnet50 --out runs/teacher
-  meddistill train --data data/phantoms --student-arch student-mnv3 --no-kd \\
+  meddistill train --data data/phantoms --arch resnet50-4l --out runs/teacher
+  meddistill train --data data/phantoms --student-arch mobilenet-1l --no-kd \\
       --tokenizer-from runs/teacher --labelled-frac 0.3 --max-steps 600 --out runs/student_nokd
   torchrun --standalone --nproc_per_node=2 -m model.cli train ...   (DDP, gloo on CPU)
 """

@@ -374,7 +374,7 @@ def decode_transfer_reports(
 
     The item keeps its (seeded) detail level; the decoded ids become its sequence and targets.
     """
-    from model.networks import generate_ids
+    from model.networks import generate_texts
 
     encode = report_encoder(tokenizer, cfg.max_len)
     bs = 32
@@ -383,7 +383,8 @@ def decode_transfer_reports(
         b = data.batch(idx)
         details = [DETAIL_LEVELS[int(d)] for d in b["detail"]]
         modalities = ["CT" if c else "CXR" for c in b["is_ct"].tolist()]
-        texts = generate_ids(teacher, tokenizer, b["images"], b["context"], details, modalities, cfg.max_len)
+        images, context = b["images"], b["context"]
+        texts = generate_texts(teacher, tokenizer, images, context, details, modalities, cfg.max_len)
         for row, i in enumerate(idx.tolist()):
             d = int(data.fixed_detail[i])
             toks, plen = encode(texts[row], DETAIL_LEVELS[d], modalities[row])

@@ -4,7 +4,7 @@ What to explain is a small target callable (pytorch-grad-cam style) applied to t
 wrapper module that takes one image tensor and returns one tensor:
 
 * ``finding:NAME`` / ``tumour:CLASS``: the wrapper returns the head's logits (B, K); the target picks
-  one logit (``ClassifierOutputTarget``).
+  one logit (``LogitTarget``: pytorch-grad-cam's ``ClassifierOutputTarget`` for a (B, K) output).
 * ``sentence:I``: the wrapper runs the report decoder teacher-forced on the fixed generated tokens and
   returns per-position log-probabilities of those tokens (B, T); ``SentenceTarget`` sums the log-probs
   of sentence I (Selvaraju et al. 2017 applied to captioning).

@@ -4,13 +4,20 @@ Public API (see docs/interfaces.md "Networks")::
 
     ModelConfig, TEACHER_PRESETS, STUDENT_PRESETS, TINY_PRESETS, ALL_PRESETS
     ReportModel, ModelOutput, HeadOutput, build_model, count_parameters, init_weights
-    build_tokenizer, encode_report, decode_ids, detokenize, generate_ids
+    build_tokenizer, encode_report, decode_ids, detokenize, generate_texts
 """
 
 from model.networks.config import ALL_PRESETS, STUDENT_PRESETS, TEACHER_PRESETS, TINY_PRESETS, ModelConfig
 from model.networks.encoders import init_weights
 from model.networks.heads import HeadOutput
-from model.networks.multitask import ModelOutput, ReportModel, build_model, count_parameters, generate_ids
+from model.networks.multitask import (
+    ModelOutput,
+    ReportModel,
+    build_model,
+    count_parameters,
+    generate_ids,
+    generate_texts,
+)
 from model.networks.tokenizer import (
     EOS_ID,
     PAD_ID,
@@ -45,6 +52,7 @@ __all__ = [
     "encode_report",
     "encode_words",
     "generate_ids",
+    "generate_texts",
     "init_weights",
     "prompt_ids",
 ]

@@ -179,7 +179,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
-def generate_ids(
+def generate_texts(
     model: ReportModel,
     tokenizer,
     images: torch.Tensor,
@@ -196,3 +196,6 @@ def generate_ids(
     ids, _ = model.generate_report(images, context, list(details), style, list(modalities), period)
     model.train(was_training)
     return [decode_ids(tokenizer, row)[1] for row in ids]
+
+
+generate_ids = generate_texts  # its old name (it returns texts, not ids); kept for callers
