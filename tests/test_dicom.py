@@ -199,3 +199,26 @@ def test_intact_ybr_full_422_is_not_called_truncated():
 def test_pydicom_truncated_test_file_is_damaged():
     with pytest.raises(CorruptImageError, match="truncated"):
         load_study(bundled("MR_truncated.dcm"), "MR_truncated.dcm")
+
+
+def test_window_choice_order_requested_then_file_then_ct_preset_then_percentiles():
+    from model.data.dicom import _choose_window
+    from model.data.intensity import WINDOW_PRESETS, auto_window
+
+    raw = np.linspace(-1000, 1000, 100, dtype=np.float32).reshape(10, 10)
+    assert _choose_window(raw, "bone", (10.0, 20.0), True) == (WINDOW_PRESETS["bone"], ())
+    assert _choose_window(raw, None, (10.0, 20.0), True) == ((10.0, 20.0), ())
+    win, notes = _choose_window(raw, None, None, True)
+    assert win == WINDOW_PRESETS["lung"] and len(notes) == 1 and "lung window" in notes[0]
+    assert _choose_window(raw, None, None, False) == (auto_window(raw), ())
+
+
+def test_dicom_reader_does_not_import_the_loader_back():
+    """No circle: dicom.py takes errors, limits and intensity steps from their own modules, not imaging.py."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(dicom))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "model.data.imaging" not in imported
+    assert {"model.data.errors", "model.data.intensity", "model.data.limits"} <= imported

@@ -27,18 +27,14 @@ import logging
 import re
 import struct
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pydicom
 import pydicom.pixels as dicom_pixels
 from pydicom import uid as dicom_uid
 
-from model.data.imaging import (
-    DEFAULT_CT_WINDOW,
-    MAX_DECODED_BYTES,
-    MAX_PIXELS,
-    WARNINGS_LOCK,
-    WINDOW_PRESETS,
+from model.data.errors import (
     CorruptImageError,
     ImageLoadError,
     ImageTooLargeError,
@@ -46,11 +42,10 @@ from model.data.imaging import (
     NoPixelDataError,
     UnsupportedFormatError,
     UnsupportedModalityError,
-    auto_window,
     quoted,
-    resolve_window,
-    window_pixels,
 )
+from model.data.intensity import DEFAULT_CT_WINDOW, WINDOW_PRESETS, auto_window, resolve_window, window_pixels
+from model.data.limits import MAX_DECODED_BYTES, MAX_PIXELS, WARNINGS_LOCK
 from model.types import Study
 
 #: DICOM Modality -> our modality. "DR" is not a DICOM term but some exporters write it.
@@ -214,7 +209,7 @@ def read_dicom(
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
         hounsfield = str(ds.get("Modality", "")).strip().upper() == "CT"  # CT presets need real HU
         try:
-            raw, pixels, win = _intensities(ds, arr, photometric, frame, hounsfield, window, notes)
+            values = _intensities(ds, arr, photometric, frame, hounsfield, window)
             meta = _whitelisted_meta(ds, n_frames, tsyntax)
             spacing = _pixel_spacing(ds)
         except ImageLoadError:
@@ -225,6 +220,8 @@ def read_dicom(
                 "applied: its DICOM header is damaged or non-standard. Export it again (uncompressed "
                 "DICOM or PNG) and upload the new copy."
             ) from None
+    raw, pixels, win = values.raw, values.pixels, values.window
+    notes.extend(values.notes)
     if win is not None:
         meta["Window (C/W)"] = f"{win[0]:g} / {win[1]:g}"
     if spacing:
@@ -468,6 +465,16 @@ def _file_window(ds: pydicom.Dataset, frame: int) -> tuple[float, float] | None:
     return (c, w) if np.isfinite(c) and np.isfinite(w) and w > 0 else None
 
 
+@dataclass(frozen=True)
+class Intensities:
+    """What the intensity steps made of one decoded frame."""
+
+    raw: np.ndarray | None  # modality-LUT values (HU on CT), float32; None for colour files
+    pixels: np.ndarray  # (H, W) float32 in [0, 1]
+    window: tuple[float, float] | None  # (centre, width) applied, or None (colour, VOI LUT table)
+    notes: tuple[str, ...] = ()  # what the user should know (a default window, a colour conversion)
+
+
 def _intensities(
     ds: pydicom.Dataset,
     arr: np.ndarray,
@@ -475,36 +482,51 @@ def _intensities(
     frame: int,
     hounsfield: bool,
     window: str | tuple[float, float] | None,
-    notes: list[str],
-) -> tuple[np.ndarray | None, np.ndarray, tuple[float, float] | None]:
-    """-> (raw or None, pixels [0, 1], window applied or None)."""
+) -> Intensities:
+    """The steps in order: colour -> grayscale; or modality LUT -> choose a window -> window (+ invert)."""
     if photometric == "PALETTE COLOR" or arr.ndim == 3:
-        if photometric == "PALETTE COLOR":
-            rgb = dicom_pixels.apply_color_lut(arr, ds)
-            top = 255.0 if rgb.dtype.itemsize == 1 else 65535.0
-        else:  # RGB / YBR (pydicom converts YBR to RGB when decoding)
-            rgb = arr
-            top = 255.0 if arr.dtype.itemsize == 1 else float(2 ** int(ds.get("BitsStored", 16)) - 1)
-        gray = (rgb[..., :3].astype(np.float64) @ np.asarray([0.299, 0.587, 0.114])) / top
-        notes.append(f"Colour DICOM ({photometric}) converted to grayscale.")
-        if window is not None:
-            notes.append("Windowing applies to grayscale DICOM only; the requested window was ignored.")
-        return None, np.clip(gray, 0.0, 1.0).astype(np.float32), None
-
+        return _colour_to_gray(ds, arr, photometric, window)
     raw = _modality_lut(ds, arr, frame).astype(np.float32)
     invert = photometric == "MONOCHROME1"
-    if window is not None:
-        win = resolve_window(window, raw)
+    file_window = _file_window(ds, frame) if window is None else None
+    if window is None and file_window is None and "VOILUTSequence" in ds:
+        return Intensities(raw, _voi_lut_table(ds, raw, invert), None)
+    win, notes = _choose_window(raw, window, file_window, hounsfield)
+    return Intensities(raw, window_pixels(raw, win[0], win[1], invert), win, notes)
+
+
+def _colour_to_gray(
+    ds: pydicom.Dataset, arr: np.ndarray, photometric: str, window: str | tuple[float, float] | None
+) -> Intensities:
+    """Palette or RGB / YBR (pydicom converts YBR to RGB when decoding) -> ITU-R 601 luma in [0, 1]."""
+    if photometric == "PALETTE COLOR":
+        rgb = dicom_pixels.apply_color_lut(arr, ds)
+        top = 255.0 if rgb.dtype.itemsize == 1 else 65535.0
     else:
-        win = _file_window(ds, frame)
-        if win is None and "VOILUTSequence" in ds:
-            return raw, _voi_lut_table(ds, raw, invert), None
-        if win is None and hounsfield:
-            win = WINDOW_PRESETS[DEFAULT_CT_WINDOW]
-            notes.append(f"No window in the file: showing the CT {DEFAULT_CT_WINDOW} window.")
-        elif win is None:
-            win = auto_window(raw)
-    return raw, window_pixels(raw, win[0], win[1], invert), win
+        rgb = arr
+        top = 255.0 if arr.dtype.itemsize == 1 else float(2 ** int(ds.get("BitsStored", 16)) - 1)
+    gray = (rgb[..., :3].astype(np.float64) @ np.asarray([0.299, 0.587, 0.114])) / top
+    notes = [f"Colour DICOM ({photometric}) converted to grayscale."]
+    if window is not None:
+        notes.append("Windowing applies to grayscale DICOM only; the requested window was ignored.")
+    return Intensities(None, np.clip(gray, 0.0, 1.0).astype(np.float32), None, tuple(notes))
+
+
+def _choose_window(
+    raw: np.ndarray,
+    window: str | tuple[float, float] | None,
+    file_window: tuple[float, float] | None,
+    hounsfield: bool,
+) -> tuple[tuple[float, float], tuple[str, ...]]:
+    """The requested window, else the file's, else the CT preset (real HU only), else percentiles."""
+    if window is not None:
+        return resolve_window(window, raw), ()
+    if file_window is not None:
+        return file_window, ()
+    if hounsfield:
+        note = f"No window in the file: showing the CT {DEFAULT_CT_WINDOW} window."
+        return WINDOW_PRESETS[DEFAULT_CT_WINDOW], (note,)
+    return auto_window(raw), ()
 
 
 def _voi_lut_table(ds: pydicom.Dataset, raw: np.ndarray, invert: bool) -> np.ndarray:

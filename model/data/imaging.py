@@ -35,45 +35,46 @@ import dataclasses
 import hashlib
 import io
 import logging
-import threading
-import unicodedata
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from model.data.errors import (  # noqa: F401  (public names stay importable from imaging)
+    CorruptImageError,
+    ImageLoadError,
+    ImageTooLargeError,
+    MissingDecoderError,
+    NoPixelDataError,
+    UnsupportedFormatError,
+    UnsupportedModalityError,
+    display_name,
+    quoted,
+)
+from model.data.intensity import (  # noqa: F401
+    AUTO_PERCENTILES,
+    AUTO_WINDOW,
+    DEFAULT_CT_WINDOW,
+    WINDOW_PRESETS,
+    auto_window,
+    resolve_window,
+    window_pixels,
+)
+from model.data.limits import MAX_BYTES, MAX_DECODED_BYTES, MAX_PIXELS, WARNINGS_LOCK  # noqa: F401
 from model.types import MODALITIES, Study
 
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------
-# Limits (module constants: one place to read and to change)
-
-MAX_BYTES = 64 * 2**20  # largest file accepted, any format
-MAX_PIXELS = 40_000_000  # largest single image / frame (rows x columns); Pillow's own limit is ~89 MP
-MAX_DECODED_BYTES = 2**30  # DICOM: rows x cols x frames x samples x bytes the header may claim
-
-#: (centre, width) in Hounsfield units for CT.
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "lung": (-600.0, 1500.0),
-    "mediastinum": (50.0, 350.0),
-    "bone": (400.0, 1800.0),
-    "soft_tissue": (40.0, 400.0),
-}
-DEFAULT_CT_WINDOW = "lung"  # see module docstring
-AUTO_WINDOW = "auto"  # apply_window name for the percentile window
-AUTO_PERCENTILES = (0.5, 99.5)
-
-#: warnings.catch_warnings swaps process-wide filters (Python < 3.14): the loader's two uses (Pillow bomb
-#: warning -> error; pydicom warnings silenced) hold this lock so that neither leaks the other's filter.
-WARNINGS_LOCK = threading.Lock()
+# Formats (limits: model/data/limits.py; errors: model/data/errors.py; windows: model/data/intensity.py)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: the loader's note on a plain image loaded without a hint (the input guard replaces it by what it detects)
 NO_MODALITY_NOTE = "PNG/JPEG files carry no modality: treated as chest X-ray (CXR)."
 JPEG_MAGIC = b"\xff\xd8\xff"
 ACCEPTED = "a PNG, JPEG or DICOM file"
+_OR_PNG = {"PNG": "", "JPEG": " (or PNG)"}  # what else to save a damaged raster as
 
 # Other formats users try, to say what the file looks like instead.
 _OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -87,67 +88,6 @@ _OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x8b", "a gzip archive"),
     (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
 )
-
-
-# ----------------------------------------------------------------------------------------------
-# Errors: one family; str(err) is a sentence for the user that names the file and the problem.
-
-
-class ImageLoadError(ValueError):
-    """Any reason an image could not be loaded."""
-
-
-class UnsupportedFormatError(ImageLoadError):
-    """Not a PNG, JPEG or DICOM file."""
-
-
-class NoPixelDataError(UnsupportedFormatError):
-    """A DICOM file without an image in it (report, plan, header only...)."""
-
-
-class CorruptImageError(ImageLoadError):
-    """Truncated, damaged or undecodable content."""
-
-
-class ImageTooLargeError(ImageLoadError):
-    """Over the byte or pixel limits (decompression bombs included)."""
-
-
-class UnsupportedModalityError(ImageLoadError):
-    """A DICOM modality other than chest X-ray or CT, with no modality_hint."""
-
-
-class MissingDecoderError(ImageLoadError):
-    """A compressed DICOM transfer syntax whose decoder plugin is not installed."""
-
-
-#: Longest file name shown in messages and captions; longer names keep their start and their extension.
-MAX_NAME_CHARS = 60
-_NAME_TAIL = 16  # characters kept from the end of a shortened name (the extension and a little more)
-_INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}  # controls, bidi marks/overrides, private, unassigned
-
-
-def display_name(name: str, max_chars: int = MAX_NAME_CHARS) -> str:
-    """How a file name is shown anywhere (messages, captions, CLI): a basename, printable, not too long.
-
-    Browsers may send ``C:\\fakepath\\x.dcm``; names may carry control characters, right-to-left overrides
-    that make ``gpj.exe`` read as ``exe.jpg``, or run to hundreds of characters. This drops the invisible
-    characters, collapses white space and shortens the middle (``start…end.png``). It does not escape
-    Markdown or HTML: the dashboard does that where it renders (``components.escaping``).
-    """
-    base = str(name).replace("\\", "/").rsplit("/", 1)[-1]
-    base = unicodedata.normalize("NFC", base)
-    kept = (ch for ch in base if ch.isspace() or unicodedata.category(ch) not in _INVISIBLE)
-    base = " ".join("".join(kept).split())  # tabs, newlines and runs of spaces -> one space
-    if len(base) > max_chars:
-        tail = min(_NAME_TAIL, max_chars // 3)
-        base = base[: max_chars - tail - 1].rstrip() + "…" + base[-tail:].lstrip()
-    return base
-
-
-def quoted(name: str) -> str:
-    """How messages name a file."""
-    return f"'{name}'" if name else "The file"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,47 +215,6 @@ def _shifted_dicom_message(data: bytes, name: str) -> str:
     )
 
 
-def resolve_window(window: str | tuple[float, float], raw: np.ndarray | None = None) -> tuple[float, float]:
-    """A preset name, "auto" (needs raw) or (centre, width) -> validated (centre, width)."""
-    if isinstance(window, str):
-        key = window.strip().lower().replace(" ", "_")
-        if key == AUTO_WINDOW and raw is not None:
-            return auto_window(raw)
-        if key not in WINDOW_PRESETS:
-            names = ", ".join([*WINDOW_PRESETS, AUTO_WINDOW])
-            raise ImageLoadError(f"Unknown window preset '{window}'. Choose one of: {names}.")
-        return WINDOW_PRESETS[key]
-    try:
-        centre, width = (float(v) for v in window)
-    except (TypeError, ValueError):
-        raise ImageLoadError(f"A window is a preset name or (centre, width), not '{window}'.") from None
-    if not (np.isfinite(centre) and np.isfinite(width) and width > 0):
-        raise ImageLoadError(f"Window width must be positive and finite, got centre {centre}, width {width}.")
-    return centre, width
-
-
-def auto_window(raw: np.ndarray) -> tuple[float, float]:
-    """(centre, width) spanning the 0.5-99.5 percentiles: a robust default when the file names none."""
-    finite = raw[np.isfinite(raw)]
-    if finite.size == 0:
-        return 0.0, 1.0
-    lo, hi = (float(v) for v in np.percentile(finite, AUTO_PERCENTILES))
-    if hi <= lo:  # flat image
-        lo, hi = float(finite.min()), float(finite.max())
-    width = max(hi - lo, 1e-6)
-    return lo + width / 2.0, width
-
-
-def window_pixels(raw: np.ndarray, centre: float, width: float, invert: bool = False) -> np.ndarray:
-    """Linear window (DICOM PS3.3 C.11.2.1.2.1) of raw values to float32 [0, 1]; optional inversion."""
-    if width > 1.0:  # the standard's LINEAR form, with its half-unit offsets
-        out = ((raw - (centre - 0.5)) / (width - 1.0)) + 0.5
-    else:  # tiny widths (e.g. auto on [0, 1] data): plain linear ramp
-        out = (raw - (centre - width / 2.0)) / width
-    out = np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0).astype(np.float32)
-    return 1.0 - out if invert else out
-
-
 def apply_window(study: Study, window: str | tuple[float, float]) -> Study:
     """Re-window a study from ``study.raw`` (a preset name, "auto", or (centre, width)); returns a copy."""
     if study.raw is None:
@@ -399,13 +298,13 @@ def _open_checked(data: bytes, name: str, fmt: str) -> Image.Image:
     except Image.UnidentifiedImageError:
         raise CorruptImageError(
             f"{quoted(name)} starts like a {label} but is not a readable {label}: the file is damaged. "
-            f"Save it again as {label} (or PNG) and upload the new copy."
+            f"Save it again as {label}{_OR_PNG[label]} and upload the new copy."
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as err:
         what = "truncated" if "truncat" in str(err).lower() else "damaged"
         raise CorruptImageError(
             f"{quoted(name)} is a {what} {label} file and cannot be decoded. "
-            f"Export or save it again as {label} (or PNG) and upload the new copy."
+            f"Export or save it again as {label}{_OR_PNG[label]} and upload the new copy."
         ) from None
     return img
 
