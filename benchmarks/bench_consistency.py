@@ -68,6 +68,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--out", default=str(RESULTS / "consistency.json"))
+    ap.add_argument(
+        "--thresholds",
+        choices=("evaluation", "served"),
+        default="evaluation",
+        help="heads read at the evaluation's validation thresholds or the Predictor's own (card, else 0.5)",
+    )
+    ap.add_argument("--decodings", nargs="*", default=list(DECODINGS))
+    ap.add_argument("--details", nargs="*", default=list(DETAIL_LEVELS))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -85,14 +93,16 @@ def main(argv=None) -> int:
     results: dict = {}
     for name in args.models:
         p = Predictor.from_dir(shipped_checkpoint(name), name)
-        thresholds = evaluation["models"][name]["thresholds"]["findings"]
-        p.finding_thresholds = {n: float(thresholds[n]) for n in FINDINGS}
+        if args.thresholds == "evaluation":
+            thresholds = evaluation["models"][name]["thresholds"]["findings"]
+            p.finding_thresholds = {n: float(thresholds[n]) for n in FINDINGS}
         results[name] = {"thresholds": p.finding_thresholds}
         for conditioning in ("probs", "labels"):
             p.report_conditioning = conditioning
-            for decoding, extra in DECODINGS.items():
+            for decoding in args.decodings:
+                extra = DECODINGS[decoding]
                 subset = beam_cases if decoding == "beam" else cases
-                for detail in DETAIL_LEVELS:
+                for detail in args.details:
                     style = ReportStyle(detail=detail, max_new_tokens=96, decoding=decoding, **extra)
                     preds = []
                     for start in range(0, len(subset), 16):
@@ -118,17 +128,19 @@ def main(argv=None) -> int:
                 "worst_contradiction_rate": max(r[k]["contradiction_rate"] for k in keys),
                 "mean_contradiction_rate": float(np.mean([r[k]["contradiction_rate"] for k in keys])),
                 "greedy_standard": {
-                    k: r[f"{conditioning}|greedy|standard"][k]
+                    k: r.get(f"{conditioning}|greedy|standard", {}).get(k)
                     for k in ("contradiction_rate", "denial_rate", "assertion_rate", "omission_rate")
                 },
-                "greedy_standard_truth": r[f"{conditioning}|greedy|standard"]["truth"],
+                "greedy_standard_truth": r.get(f"{conditioning}|greedy|standard", {}).get("truth"),
             }
     result = {
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_consistency.py"
-        + (f" --limit {args.limit}" if args.limit else ""),
+        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_consistency.py "
+        + " ".join(argv or sys.argv[1:]),
         "data": {"split": "test", "run": SHIPPED_RUN, "n_cases": len(cases), "n_beam_cases": len(beam_cases)},
         "protocol": consistency.consistency_protocol(),
-        "thresholds": "validation max-F1 per finding from assets/eval/phantom_test.json (heads and labels)",
+        "thresholds": "validation max-F1 per finding from assets/eval/phantom_test.json (heads and labels)"
+        if args.thresholds == "evaluation"
+        else "the Predictor's own: card thresholds.findings, else 0.5 (as served)",
         "decodings": DECODINGS,
         "results": results,
         "summary": summary,
