@@ -13,7 +13,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from components.escaping import md, md_error, md_name, plain_name
-from model.data.imaging import MAX_NAME_CHARS, CorruptImageError, display_name
+from model.data.errors import MAX_NAME_CHARS, CorruptImageError, display_name
 
 RLO, RLM, ZWSP, JOINER = "\u202e", "\u200f", "\u200b", "\u2060"
 
@@ -108,3 +108,16 @@ def test_md_error_shows_user_sentences_and_hides_bugs(caplog):
     assert "ZeroDivisionError" not in text and "division" not in text
     assert "server log" in text
     assert "ZeroDivisionError" in caplog.text  # the details went to the log
+
+
+def test_cli_error_names_the_file_cleanly(tmp_path, capsys):
+    """`meddistill predict` prints the loader's message: the shown name, no bidi override, no class name."""
+    from model.cli import main
+
+    bad = tmp_path / (f"[x](javascript:alert(1)){RLO}" + "B" * 200 + ".png")  # 255-byte file-name limit
+    bad.write_bytes(b"not an image")
+    assert main(["predict", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "not a PNG, JPEG or DICOM file" in err and "…" in err
+    assert RLO not in err and "B" * 61 not in err
+    assert not re.search(r"\b[A-Z][A-Za-z]*(Error|Exception)\b", err)
