@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from model.distill.config import TERMS
+
 COLORS = {"teacher": "#1f5aa6", "student": "#e07b00", "student_nokd": "#7f7f7f"}
 NAMES = {"teacher": "Teacher", "student": "Student (KD)", "student_nokd": "Student (no KD)"}
 
@@ -77,28 +79,23 @@ def make_next_token_figure(
     return _layout(fig, "Next-word distributions")
 
 
-NOT_LOSSES = {"step", "epoch", "iter", "lr", "time", "seconds", "wall_s", "elapsed_s", "grad_norm"}
-NOT_LOSS_PARTS = ("auroc", "accuracy", "f1", "auc")
+#: the loss terms a train_log.jsonl line may carry (validation lines prefix them with "val_")
+LOSS_KEYS = (*TERMS, "total")
 
 
 def make_loss_curves_figure(records: Sequence[dict], split: str = "train", title: str = "") -> go.Figure:
     """One line per numeric loss term over training steps (records of a train_log.jsonl).
 
-    Lines carry ``split`` ("train" per logged step, "val" per epoch); terms are every other numeric key.
+    Lines carry ``split`` ("train" per logged step, "val" per epoch); the terms are the loss's own
+    (``model.distill.config.TERMS`` + ``total``; ``val_`` + those on validation lines).
     """
     rows = [r for r in records if r.get("split", split) == split]
     fig = go.Figure()
     if not rows:
         return _layout(fig, title or f"No {split} records")
     x_key = "step" if "step" in rows[0] else ("epoch" if "epoch" in rows[0] else None)
-    terms = sorted(
-        {
-            k
-            for r in rows
-            for k, v in r.items()
-            if isinstance(v, (int, float)) and k not in NOT_LOSSES and not any(p in k for p in NOT_LOSS_PARTS)
-        }
-    )
+    names = [f"val_{k}" for k in LOSS_KEYS] if split == "val" else list(LOSS_KEYS)
+    terms = [k for k in names if any(isinstance(r.get(k), (int, float)) for r in rows)]
     # a term that is zero throughout (e.g. KD terms while training the teacher) only adds clutter
     terms = [t for t in terms if any(abs(r.get(t) or 0.0) > 0 for r in rows)]
     for term in terms:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -248,3 +249,34 @@ def test_all_unknown_batch_is_finite_and_backpropagates():
     assert torch.isfinite(out["total"]) and out["total"].item() == 0.0
     out["total"].backward()
     assert torch.isfinite(s.findings_logits.grad).all()
+
+
+def test_weights_come_from_terms_and_the_subtype_share_is_configured():
+    cfg = DistillConfig(w_hint=0.25, kd_subtype_share=0.0)
+    assert list(cfg.weights()) == list(TERMS) and cfg.weights()["hint"] == 0.25
+    s, te = _fake_out(seed=1), TeacherTargets.from_output(_fake_out(seed=2))
+    b = _fake_batch()
+    base = distillation_loss(s, te, b, cfg)["kd_tumour"].item()
+    more = distillation_loss(s, te, b, DistillConfig(kd_subtype_share=1.0))["kd_tumour"].item()
+    sub = soft_target_kl(s.subtype_logits, te.subtype_logits, b["is_ct"].bool(), cfg.temperature).item()
+    assert more == pytest.approx(base + sub, rel=1e-5)
+
+
+def test_the_hint_projector_is_trained_through_the_loss():
+    """FitNets: the learned 1x1 projection gets gradients from the hint term (not a precomputed map)."""
+    s, te = _fake_out(seed=1, grad=True), TeacherTargets.from_output(_fake_out(seed=2, C=6))
+    proj = torch.nn.Conv2d(4, 6, 1)
+    cfg = dataclasses.replace(DistillConfig().without_kd(), w_hint=1.0)  # the hint term alone
+    distillation_loss(s, te, _fake_batch(), cfg, hint_projector=proj)["total"].backward()
+    assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0
+    assert s.features.grad is not None and s.features.grad.abs().sum() > 0
+
+
+def test_teacher_targets_rows_and_concat_keep_fields():
+    t = TeacherTargets.from_output(_fake_out(B=4, seed=2))
+    both = TeacherTargets.concat([t, t])
+    assert both.findings_logits.shape[0] == 8 and both.lm_logits.shape[:2] == (8, 5)
+    part = both.rows(torch.tensor([1, 5]), length=3)
+    torch.testing.assert_close(part.lm_logits, t.lm_logits[[1, 1], :3])
+    assert TeacherTargets.concat([t, TeacherTargets(t.findings_logits, t.tumour_logits, None,
+                                                    t.treatment_logits)]).subtype_logits is None  # fmt: skip

@@ -129,7 +129,7 @@ def test_kd_with_cached_teacher_and_a_transfer_set(tmp_path):
     train = tiny_tensorset(8)
     dcfg = DistillConfig(top_k=4, hint_size=2)
     cache_teacher_outputs(teacher, train, dcfg, show_progress=False)
-    assert train.teacher["t_topk_index"].shape == (8, 12, 4) and train.teacher["t_features"].shape[-1] == 2
+    assert train.teacher.token_topk_index.shape == (8, 12, 4) and train.teacher.features.shape[-1] == 2
     # a transfer set: no ground truth at all, only the teacher
     transfer = tiny_tensorset(8, seed=5).strip_labels()
     cache_teacher_outputs(teacher, transfer, dcfg, show_progress=False)

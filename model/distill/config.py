@@ -9,6 +9,22 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+#: every term of ``losses.distillation_loss`` (besides ``total``); term ``x`` is weighed by
+#: ``DistillConfig.w_x``. The trainer logs them, the dashboard plots them.
+TERMS: tuple[str, ...] = (
+    "ce_report",
+    "bce_findings",
+    "ce_tumour",
+    "ce_subtype",
+    "bce_treatment",
+    "kd_tokens",
+    "kd_findings",
+    "kd_tumour",
+    "kd_treatment",
+    "hint",
+    "attention",
+)
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -31,6 +47,7 @@ class DistillConfig:
     w_kd_treatment: float = 1.0  # binary KL to the teacher's treatment probabilities
     w_hint: float = 0.5  # FitNets feature hint (MSE after a learned 1x1 projection)
     w_attention: float = 100.0  # attention transfer; maps are unit-norm so raw values are ~1e-3
+    kd_subtype_share: float = 0.5  # inside kd_tumour: weight of the subtype KL beside the tumour KL
     # --- temperatures
     temperature: float = 2.0  # soft-label KD temperature for the heads (T^2 keeps gradient scale)
     token_temperature: float = 2.0  # token-level KD temperature over the vocabulary
@@ -38,6 +55,10 @@ class DistillConfig:
     top_k: int = 32  # cached teacher token distribution keeps the top-k logits (renormalised at use)
     hint_size: int = 4  # teacher feature maps are average-pooled to hint_size x hint_size for the cache
     sequence_kd: bool = True  # Kim & Rush: transfer-set reports = teacher's greedy-decoded reports
+
+    def weights(self) -> dict[str, float]:
+        """Loss term -> weight, for every name in ``losses.TERMS`` (term ``x`` is weighed by ``w_x``)."""
+        return {name: float(getattr(self, f"w_{name}")) for name in TERMS}
 
     @property
     def uses_teacher(self) -> bool:

@@ -11,14 +11,14 @@ are NaN (multi-label targets) or -100 (class indices), as produced by ``model.da
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.distill.config import DistillConfig
+from model.distill.config import TERMS, DistillConfig
 from model.types import IGNORE_INDEX
 
 # ----------------------------------------------------------------------------------------------
@@ -199,20 +199,39 @@ class TeacherTargets:
             lm_logits=out.lm_logits,
         )
 
+    def rows(self, index: Tensor, length: int | None = None, as_float: bool = True) -> TeacherTargets:
+        """Rows ``index`` (a copy); token columns cut to ``length`` positions; ``as_float``: float32 values
+        and long indices, as the losses want them (a cache stores float16 / int32)."""
 
-TERMS: tuple[str, ...] = (
-    "ce_report",
-    "bce_findings",
-    "ce_tumour",
-    "ce_subtype",
-    "bce_treatment",
-    "kd_tokens",
-    "kd_findings",
-    "kd_tumour",
-    "kd_treatment",
-    "hint",
-    "attention",
-)
+        def pick(v: Tensor | None, tokens: bool = False) -> Tensor | None:
+            if v is None:
+                return None
+            v = v[index]
+            if tokens and length is not None:
+                v = v[:, :length]  # (B, L, ...): the same positions as the trimmed ids
+            if not as_float:
+                return v
+            return v.float() if v.is_floating_point() else v.long()
+
+        return TeacherTargets(
+            findings_logits=pick(self.findings_logits),
+            tumour_logits=pick(self.tumour_logits),
+            subtype_logits=pick(self.subtype_logits),
+            treatment_logits=pick(self.treatment_logits),
+            features=pick(self.features),
+            lm_logits=pick(self.lm_logits, tokens=True),
+            token_topk_index=pick(self.token_topk_index, tokens=True),
+            token_topk_logits=pick(self.token_topk_logits, tokens=True),
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[TeacherTargets]) -> TeacherTargets:
+        """Stack several sets' targets row-wise (a field is None when any part lacks it)."""
+        out = {}
+        for f in fields(TeacherTargets):
+            values = [getattr(p, f.name) for p in parts]
+            out[f.name] = None if any(v is None for v in values) else torch.cat(values)
+        return TeacherTargets(**out)
 
 
 def distillation_loss(
@@ -242,8 +261,8 @@ def distillation_loss(
         else zero,
         "bce_treatment": masked_bce(s.treatment_logits, batch["treatments"], batch.get("treatments_mask")),
     }
-    for name in ("kd_tokens", "kd_findings", "kd_tumour", "kd_treatment", "hint", "attention"):
-        terms[name] = zero
+    for name in TERMS:  # the teacher terms: 0 unless computed below
+        terms.setdefault(name, zero)
     t = teacher_out
     if t is not None and cfg.uses_teacher:
         temp = cfg.temperature
@@ -269,7 +288,8 @@ def distillation_loss(
         if cfg.w_kd_tumour > 0:
             kd = soft_target_kl(s.tumour_logits, t.tumour_logits, is_ct, temp)
             if t.subtype_logits is not None and getattr(s, "subtype_logits", None) is not None:
-                kd = kd + 0.5 * soft_target_kl(s.subtype_logits, t.subtype_logits, is_ct, temp)
+                sub = soft_target_kl(s.subtype_logits, t.subtype_logits, is_ct, temp)
+                kd = kd + cfg.kd_subtype_share * sub
             terms["kd_tumour"] = kd
         if cfg.w_kd_treatment > 0:
             terms["kd_treatment"] = binary_kd(
@@ -279,18 +299,6 @@ def distillation_loss(
             terms["hint"] = fitnets_hint(s.features, t.features, hint_projector)
         if t.features is not None and cfg.w_attention > 0:
             terms["attention"] = attention_transfer(s.features, t.features)
-    weights = {
-        "ce_report": cfg.w_ce_report,
-        "bce_findings": cfg.w_bce_findings,
-        "ce_tumour": cfg.w_ce_tumour,
-        "ce_subtype": cfg.w_ce_subtype,
-        "bce_treatment": cfg.w_bce_treatment,
-        "kd_tokens": cfg.w_kd_tokens,
-        "kd_findings": cfg.w_kd_findings,
-        "kd_tumour": cfg.w_kd_tumour,
-        "kd_treatment": cfg.w_kd_treatment,
-        "hint": cfg.w_hint,
-        "attention": cfg.w_attention,
-    }
+    weights = cfg.weights()
     terms["total"] = sum(weights[k] * terms[k] for k in TERMS)
     return terms

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model.distill.config import DistillConfig
+from model.distill.losses import TeacherTargets
 from model.distill.tensorset import TensorSet
 
 
@@ -30,7 +31,7 @@ def cache_teacher_outputs(
     was_training = teacher.training
     teacher.eval()
     data.detail_mode = "fixed"  # the cached token distributions belong to one sequence per item
-    cols: dict[str, list[torch.Tensor]] = {}
+    parts: list[TeacherTargets] = []
     for start in tqdm(
         range(0, len(data), batch_size), desc="teacher cache", disable=not show_progress, dynamic_ncols=True
     ):
@@ -44,18 +45,18 @@ def cache_teacher_outputs(
         top_logits = F.pad(top_logits, (0, 0, 0, pad))
         top_index = F.pad(top_index, (0, 0, 0, pad))
         feats = F.adaptive_avg_pool2d(out.features.float(), dcfg.hint_size)  # (B, C_t, h, h)
-        row = {
-            "t_findings_logits": out.findings_logits.float(),
-            "t_tumour_logits": out.tumour_logits.float(),
-            "t_treatment_logits": out.treatment_logits.float(),
-            "t_features": feats.half(),
-            "t_topk_index": top_index.int(),
-            "t_topk_logits": top_logits.half(),
-        }
-        if getattr(out, "subtype_logits", None) is not None:
-            row["t_subtype_logits"] = out.subtype_logits.float()
-        for key, value in row.items():
-            cols.setdefault(key, []).append(value.cpu())
+        subtype = getattr(out, "subtype_logits", None)
+        parts.append(
+            TeacherTargets(
+                findings_logits=out.findings_logits.float().cpu(),
+                tumour_logits=out.tumour_logits.float().cpu(),
+                subtype_logits=subtype.float().cpu() if subtype is not None else None,
+                treatment_logits=out.treatment_logits.float().cpu(),
+                features=feats.half().cpu(),  # (B, C_t, h, h)
+                token_topk_index=top_index.int().cpu(),  # (B, L, k)
+                token_topk_logits=top_logits.half().cpu(),  # (B, L, k)
+            )
+        )
     teacher.train(was_training)
-    data.teacher = {k: torch.cat(v) for k, v in cols.items()}
+    data.teacher = TeacherTargets.concat(parts)
     return data

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from model.distill.losses import TeacherTargets
 from model.types import DETAIL_LEVELS, IGNORE_INDEX
 
 
@@ -40,7 +41,7 @@ class TensorSet:
     sources: list[str] = field(default_factory=list)
     pad_id: int = 0
     detail_mode: str = "random"  # "random" (drawn per epoch) | "fixed"
-    teacher: dict[str, Tensor] = field(default_factory=dict)  # "t_*" column -> (N, ...), see teacher_cache
+    teacher: TeacherTargets | None = None  # (N, ...) rows, from model.distill.teacher_cache; None = no KD
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -86,11 +87,8 @@ class TensorSet:
             "is_cxr": ~is_ct,
             "detail": d,
         }
-        for key, value in self.teacher.items():
-            v = value[index]
-            if key.startswith("t_topk"):
-                v = v[:, :L]  # (B, L, k): the same positions as the trimmed ids
-            out[key] = v.float() if v.is_floating_point() else v.long()
+        if self.teacher is not None:
+            out["teacher"] = self.teacher.rows(index, length=L)  # TeacherTargets for the batch
         return out
 
     def subset(self, index: Sequence[int] | Tensor) -> TensorSet:
@@ -104,7 +102,7 @@ class TensorSet:
             elif f.name in ("sample_ids", "sources"):
                 kw[f.name] = [v[i] for i in index.tolist()]
             elif f.name == "teacher":
-                kw[f.name] = {k: t[index].clone() for k, t in v.items()}
+                kw[f.name] = v.rows(index, as_float=False) if v is not None else None
             else:
                 kw[f.name] = v
         return TensorSet(**kw)
@@ -121,8 +119,7 @@ class TensorSet:
             elif f.name in ("sample_ids", "sources"):
                 kw[f.name] = [x for p in parts for x in getattr(p, f.name)]
             elif f.name == "teacher":
-                keys = set(v)
-                kw[f.name] = {k: torch.cat([p.teacher[k] for p in parts]) for k in keys}
+                kw[f.name] = TeacherTargets.concat([p.teacher for p in parts]) if v is not None else None
             else:
                 kw[f.name] = v
         return TensorSet(**kw)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from model.data.dataset import is_real_source, jitter_batch
 from model.distill import ddp
 from model.distill.config import DistillConfig, TrainConfig
-from model.distill.losses import IGNORE_INDEX, TERMS, TeacherTargets, distillation_loss
+from model.distill.losses import IGNORE_INDEX, TERMS, distillation_loss
 from model.distill.tensorset import TensorSet
 from model.distill.train_state import (
     has_train_state,
@@ -45,7 +45,8 @@ LOG_NAME = "train_log.jsonl"
 class TrainModule(nn.Module):
     """The model being trained plus, for FitNets, its learned 1x1 hint projection.
 
-    One module so that DDP synchronises the projector's gradients with the model's.
+    One module so that DDP synchronises the projector's gradients with the model's (the loss applies
+    ``projector`` to the student's features: ``losses.fitnets_hint``).
     """
 
     def __init__(
@@ -74,14 +75,12 @@ class TrainModule(nn.Module):
             out = self.model(
                 images, batch["context"], batch["input_ids"], batch["attention_mask"], memory_probs
             )
-            hint = self.projector(out.features) if self.projector is not None else None
         if self.bf16:  # the losses run in float32
             for f in dataclasses.fields(out) if dataclasses.is_dataclass(out) else ():
                 v = getattr(out, f.name)
                 if torch.is_tensor(v) and v.is_floating_point():
                     setattr(out, f.name, v.float())
-            hint = hint.float() if hint is not None else None
-        return out, hint
+        return out
 
 
 def label_memory_probs(batch: dict[str, torch.Tensor], p: float, n_tumour: int) -> torch.Tensor:
@@ -214,20 +213,6 @@ class FitResult:
     history: list[dict] = field(default_factory=list)  # validation lines
 
 
-def _teacher_targets(b: dict[str, torch.Tensor]) -> TeacherTargets | None:
-    if "t_findings_logits" not in b:
-        return None
-    return TeacherTargets(
-        findings_logits=b["t_findings_logits"],
-        tumour_logits=b["t_tumour_logits"],
-        subtype_logits=b.get("t_subtype_logits"),
-        treatment_logits=b["t_treatment_logits"],
-        features=b.get("t_features"),
-        token_topk_index=b.get("t_topk_index"),
-        token_topk_logits=b.get("t_topk_logits"),
-    )
-
-
 def fit(
     model: nn.Module,
     train: TensorSet,
@@ -315,14 +300,8 @@ def fit(
                 rows = [tcfg.augment == "all" or is_real_source(train.sources[i] if train.sources else "")
                         for i in idx.tolist()]  # fmt: skip
                 b["images"] = jitter_batch(b["images"], rows, (tcfg.seed, epoch, step))
-            out, hint = dmodule(b)
-            terms = distillation_loss(
-                out,
-                _teacher_targets(b),
-                b,
-                dcfg,
-                hint_projector=(lambda _f, h=hint: h) if hint is not None else None,
-            )
+            out = dmodule(b)
+            terms = distillation_loss(out, b.get("teacher"), b, dcfg, hint_projector=module.projector)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             gnorm = None
