@@ -6,6 +6,7 @@ Builders (``make_dicom``, ``bundled``, the fake identifiers) are shared with tes
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import warnings
@@ -224,3 +225,16 @@ def test_dicom_reader_does_not_import_the_loader_back():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "model.data.imaging" not in imported
     assert {"model.data.errors", "model.data.intensity", "model.data.limits"} <= imported
+
+
+def test_png_holding_dicm_near_128_is_still_a_png():
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("c", "x" * 83 + "DICM" + "y" * 60)  # a text chunk puts "DICM" near offset 128
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 100).save(buf, "PNG", pnginfo=info)
+    data = buf.getvalue()
+    assert abs(data.find(b"DICM") - 128) <= imaging.DICM_SLACK
+    assert imaging.sniff(data) == "png"
+    assert load_study(data, "text.png").pixels.shape == (8, 8)

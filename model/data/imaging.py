@@ -185,12 +185,12 @@ def sniff(data: bytes) -> str:
     """ "dicom" | "damaged_dicom" | "png" | "jpeg" | "unknown" from the bytes alone."""
     if len(data) >= 132 and data[128:132] == b"DICM":
         return "dicom"
-    if _dicm_offset(data) is not None:
-        return "damaged_dicom"
     if data.startswith(PNG_MAGIC):
         return "png"
     if data.startswith(JPEG_MAGIC):
         return "jpeg"
+    if _dicm_offset(data) is not None:  # after PNG/JPEG: their bytes may hold "DICM" by chance
+        return "damaged_dicom"
     from model.data import dicom
 
     if dicom.looks_like_bare_dicom(data):
