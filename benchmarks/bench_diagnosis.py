@@ -103,6 +103,12 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="CXR cases (default: the whole split, 240)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "diagnosis.json"))
+    ap.add_argument(
+        "--conditioning",
+        choices=("probs", "labels"),
+        default="probs",
+        help="report decoder memory: the heads' probabilities (as the issue measured) or their calls",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -112,6 +118,8 @@ def main(argv=None) -> int:
     from model.inference import Predictor, shipped_checkpoint
 
     predictors = {m: Predictor.from_dir(shipped_checkpoint(m), m) for m in MODELS}
+    for p in predictors.values():
+        p.report_conditioning = args.conditioning
     sizes = {m: p.image_size for m, p in predictors.items()}
     input_size = sizes["teacher"]
     grids = {}
@@ -221,6 +229,7 @@ def main(argv=None) -> int:
         "thresholds": thresholds,
         "threshold_rule": "validation max-F1 per finding, as used by assets/eval/phantom_test.json",
         "report_recall_rule": "greedy standard report (96 tokens) through model.data.labeler; uncertain = positive",
+        "report_conditioning": args.conditioning,
         "contrast_protocol": {
             "delta": "mean(input inside mask) - mean(ring), input in [0, 1] after to_model_input",
             "delta_norm": f"delta / {NORM_STD} (the trunk's ImageNet normalisation of a grey image)",
