@@ -212,8 +212,9 @@ def main(argv=None) -> int:
         }
 
     result = {
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_diagnosis.py"
-        + (f" --limit {args.limit}" if args.limit else ""),
+        "command": " ".join(
+            ["OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_diagnosis.py", *(argv or sys.argv[1:])]
+        ),
         "data": {
             "split": args.split,
             "n_cxr": len(cases),
