@@ -50,7 +50,10 @@ POLICIES: dict[str, ThreadPolicy] = {
     "queue-cores-x1": ThreadPolicy(workers=-1, torch_threads=1),  # a worker per core, one thread each
     "queue-cores-adaptive": ThreadPolicy(workers=-1, torch_threads=0),  # a worker per core, adaptive
 }
-DEFAULT_POLICY = "queue-cores-adaptive"
+# benchmarks/results/threads.json (8 sessions on 2 busy cores): one worker with one torch thread had the
+# lowest time to every session's reports + overlays and the lowest CPU per session; it also leaves a core
+# to Streamlit and the browsers. A lone study then takes its model time at one thread (~0.6 s).
+DEFAULT_POLICY = "queue-1x1"
 
 
 def cpu_cores() -> int:
