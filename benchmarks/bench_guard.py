@@ -28,6 +28,10 @@ def main() -> None:
         "--models", default="teacher,student,student_nokd", help="models whose OOD probes to score"
     )
     ap.add_argument("--out", default=str(OUT / "guard.json"))
+    ap.add_argument(
+        "--cache", default="", help="folder keeping the generated test files between runs (optional)"
+    )
+    ap.add_argument("--prepare", action="store_true", help="only generate the test files into --cache")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -39,20 +43,23 @@ def main() -> None:
         NEGATIVE_FAMILIES,
         POSITIVE_FAMILIES,
         WRONG_MODALITY,
-        examples,
         generators,
         shared_files,
     )
     from model.guard.ood import model_features
     from model.inference import Predictor
 
-    guard = Guard.load()
-    if guard is None:
-        raise SystemExit("no guard in assets/checkpoints/guard: run meddistill train-guard first")
     counts = {f: args.n for f in generators("test")}
     counts["ct_small"] = min(args.n, 20)
     counts["nih_cxr"] = min(args.n, len(shared_files("nih", "valid")))
     counts["real_ct"] = min(args.n, len(shared_files("ct", "valid")))
+    if args.prepare:
+        for fam, n in counts.items():
+            list(cached_examples(fam, n, args.cache))
+        return
+    guard = Guard.load()
+    if guard is None:
+        raise SystemExit("no guard in assets/checkpoints/guard: run meddistill train-guard first")
 
     rows = []  # one per example: family, label, accepted, detected, served modality, check ms
     studies = []
@@ -60,7 +67,7 @@ def main() -> None:
     for fam, n in counts.items():
         if fam not in generators("test") or n <= 0:
             continue
-        for ex in examples(fam, "test", n):
+        for ex in cached_examples(fam, n, args.cache):
             try:
                 study = load_study(ex.data, ex.name, modality_hint=ex.hint)
             except ImageLoadError:
@@ -172,13 +179,35 @@ def main() -> None:
         "cpu": platform.processor(),
     }
     result["command"] = "OMP_NUM_THREADS=1 python benchmarks/bench_guard.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "cache", "prepare")
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(to_markdown(result))
     print(to_markdown(result))
+
+
+def cached_examples(family: str, n: int, cache: str):
+    """The test split's examples of a family, read from / written to ``cache`` when given (same bytes)."""
+    from model.guard.families import Example, examples
+
+    if not cache:
+        yield from examples(family, "test", n)
+        return
+    d = Path(cache) / family
+    index = d / "index.json"
+    if index.is_file() and len(json.loads(index.read_text())) >= n:
+        for i, e in enumerate(json.loads(index.read_text())[:n]):
+            yield Example((d / f"{i}.bin").read_bytes(), e["name"], family, e["label"], e["hint"])
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, ex in enumerate(examples(family, "test", n)):
+        (d / f"{i}.bin").write_bytes(ex.data)
+        entries.append({"name": ex.name, "label": ex.label, "hint": ex.hint})
+        yield ex
+    index.write_text(json.dumps(entries))
 
 
 def to_markdown(r: dict) -> str:
