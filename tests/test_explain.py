@@ -138,10 +138,23 @@ def test_concurrent_cams_do_not_cross_talk():
     assert not np.allclose(sequential[0], sequential[1])
 
 
-def test_cam_releases_hooks_and_keeps_eval_mode():
+def test_cam_hooks_only_its_own_tap_and_keeps_eval_mode(monkeypatch):
+    """Hooks go on a per-call tap, never on a module of the shared model, and are all released."""
     pred = _TinyPredictor()
+    shared = {id(m) for m in pred.model.modules()}
+    hooked = []
+    register = torch.nn.Module.register_forward_hook
+
+    def spy(module, *args, **kwargs):
+        hooked.append(module)
+        return register(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "register_forward_hook", spy)
     explain(pred, _study(5), "finding:nodule")
-    assert not pred.model.cam_layer._forward_hooks
+    assert hooked, "pytorch-grad-cam registered no hook: the spy no longer sees it"
+    assert not [m for m in hooked if id(m) in shared]  # the shared model is never hooked
+    assert all(not m._forward_hooks for m in hooked)  # released after the call
+    assert not any(m._forward_hooks or m._backward_hooks for m in pred.model.modules())
     assert not pred.model.training
     with torch.inference_mode():  # callers inside inference mode still get gradients
         assert explain(pred, _study(5), "finding:nodule").heatmap.max() >= 0
@@ -320,3 +333,47 @@ def test_flat_maps_are_flagged_and_zero():
             p.zero_()
     exp = explain(pred, study, "finding:nodule")
     assert exp.flat and float(exp.heatmap.max()) == 0.0
+
+
+class _SumHeads(torch.nn.Module):
+    """Every logit = the sum of the pooled features: d(score)/d(feature) is the same positive number
+    everywhere, so a correct Grad-CAM is the (ReLU'd) feature map itself."""
+
+    def forward(self, pooled, context, head_in=None):
+        from model.networks import HeadOutput
+
+        s = pooled.sum(1, keepdim=True)  # (B, 1)
+        return HeadOutput(s.expand(-1, 7), s.expand(-1, 3), s.expand(-1, 3), s.expand(-1, 7), pooled)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam"])
+@pytest.mark.parametrize("corner", [(8, 8), (8, 44), (44, 20)])
+def test_golden_localisation_a_bright_square_is_where_the_map_peaks(method, corner):
+    """A model whose answer is known: positive all-ones convolutions (BatchNorm = identity) make features
+    that are positive only where the image is brighter than the normaliser's mean, and the heads sum them.
+    The map must peak inside the one bright square, wherever it is, and be ~0 far from it."""
+    from model.explain.gradcam import explain
+    from model.networks import TINY_PRESETS, build_model
+
+    pred = _TinyPredictor()
+    pred.model = build_model(
+        dataclasses.replace(TINY_PRESETS["tiny-student"], vocab_size=len(pred.tokenizer), image_size=64)
+    ).eval()
+    with torch.no_grad():
+        for m in pred.model.encoder.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.fill_(1.0 / m.weight[0].numel())  # average of the inputs
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_parameters()
+                m.reset_running_stats()
+    pred.model.heads = _SumHeads()
+    px = np.zeros((64, 64), np.float32)
+    y, x = corner
+    px[y : y + 12, x : x + 12] = 1.0
+    study = Study(pixels=px, modality="CXR", sha256="golden")
+    heat = explain(pred, study, "finding:nodule", method, layer="blocks.2")  # stride 8: an 8 x 8 grid
+    hy, hx = np.unravel_index(np.argmax(heat.heatmap), heat.heatmap.shape)
+    assert y - 4 <= hy < y + 16 and x - 4 <= hx < x + 16, (corner, (hy, hx))  # a CAM cell is 8 px
+    far = np.ones_like(px, bool)
+    far[max(0, y - 16) : y + 28, max(0, x - 16) : x + 28] = False
+    assert heat.heatmap[far].max() < 0.05 and not heat.flat

@@ -82,12 +82,22 @@ def test_style_controls_length(predictor):
     assert len(beam.tokens) == len(beam.token_probs) <= 8
 
 
-def test_max_sentences(predictor):
-    # tokens are words; "." ends sentences: force a report through teacher forcing of a fake sequence
-    pred = predictor.predict(_study(2), style=ReportStyle(max_new_tokens=40, max_sentences=1))
-    assert pred.tokens.count(".") <= 1
-    if "." in pred.tokens:
-        assert pred.tokens[-1] == "."
+def test_max_sentences(ckpt_dir):
+    """The report stops after the N-th sentence. The random model never writes "." by itself, so this
+    predictor's copy swaps the (tied input / output) embeddings of "zone" and ".": it writes "." where it
+    wrote "zone", i.e. several sentences."""
+    pred = Predictor.from_dir(ckpt_dir)
+    a, b = (pred.tokenizer.convert_tokens_to_ids(w) for w in ("zone", "."))
+    with torch.no_grad():
+        wte = pred.model.decoder.gpt.transformer.wte.weight  # (V, d), tied to the lm head
+        wte[[a, b]] = wte[[b, a]].clone()
+    study = _study(4, "CT")
+    free = pred.predict(study, style=ReportStyle(max_new_tokens=40)).tokens
+    ends = [i for i, t in enumerate(free) if t == "."]
+    assert len(ends) >= 2, f"the test model must write several sentences: {free}"
+    for n in (1, 2):
+        cut = pred.predict(study, style=ReportStyle(max_new_tokens=40, max_sentences=n)).tokens
+        assert cut == free[: ends[n - 1] + 1]
 
 
 def test_teacher_forced_probs(predictor):

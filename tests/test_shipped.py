@@ -90,3 +90,24 @@ def test_predictions_are_deterministic_and_models_differ(predictors, samples):
     s = predictors["student"].predict(study)
     assert a.report == b.report and a.findings == b.findings
     assert a.findings != s.findings
+
+
+def test_weights_and_outputs_match_the_recorded_golden():
+    """Refactors leave the shipped weights (sha256) and the networks' outputs on a fixed input unchanged.
+
+    Golden: tests/golden/shipped_outputs.json, written by benchmarks/record_shipped_golden.py (re-run it only
+    when the shipped weights change on purpose).
+    """
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from record_shipped_golden import GOLDEN, fingerprint
+
+    golden = json.loads(GOLDEN.read_text())
+    assert set(golden) == set(MODELS)
+    for m in MODELS:
+        got, want = fingerprint(SHIPPED / m), golden[m]
+        assert got["weights_sha256"] == want["weights_sha256"], f"{m}: the shipped weights changed"
+        assert got["input_ids"] == want["input_ids"] and got["next_token_argmax"] == want["next_token_argmax"]
+        for key in ("findings_logits", "tumour_logits", "treatment_logits", "next_token_max_logit"):
+            assert got[key] == pytest.approx(want[key], abs=2e-4), f"{m}: {key}"
