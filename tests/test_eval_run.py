@@ -197,3 +197,15 @@ def test_batched_predictions_match_predict(tiny):
         np.testing.assert_allclose(list(many.tumour.values()), list(one.tumour.values()), atol=1e-5)
         assert [t.name for t in many.treatments] == [t.name for t in one.treatments]
         np.testing.assert_allclose(many.token_probs, one.token_probs, atol=1e-4)
+
+
+def test_timed_writes_seconds_only_for_a_block_that_ends():
+    from model.evaluate.run import timed
+
+    timing: dict[str, float] = {}
+    with timed(timing, "a_s"):
+        sum(range(1000))
+    assert set(timing) == {"a_s"} and 0 <= timing["a_s"] < 5
+    with pytest.raises(ZeroDivisionError), timed(timing, "b_s"):
+        1 / 0
+    assert "b_s" not in timing

@@ -11,11 +11,12 @@ peak memory and the length/detail trade-off follow. The JSON layout is documente
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -409,21 +410,27 @@ def _tradeoff(predictors, samples, cfg: EvalConfig) -> dict:
     }
 
 
+@contextlib.contextmanager
+def timed(timing: dict[str, float], key: str) -> Iterator[None]:
+    """``timing[key]`` = wall-clock seconds the block took (2 decimals), written when it ends normally."""
+    t0 = time.perf_counter()
+    yield
+    timing[key] = round(time.perf_counter() - t0, 2)
+
+
 def _run_section(predictors, section: Section, cfg: EvalConfig, timing: dict, key: str) -> None:
     style = ReportStyle(detail=cfg.detail, max_new_tokens=cfg.max_new_tokens)
-    t0 = time.perf_counter()
-    section.runs = _predict_section(
-        predictors, section.samples, style, f"{section.name}: predict", cfg.progress, cfg.batch_size
-    )
-    timing[f"{key}.predict_s"] = round(time.perf_counter() - t0, 2)
+    with timed(timing, f"{key}.predict_s"):
+        section.runs = _predict_section(
+            predictors, section.samples, style, f"{section.name}: predict", cfg.progress, cfg.batch_size
+        )
     if section.val_samples:
-        t0 = time.perf_counter()
         heads_only = ReportStyle(detail=cfg.detail, max_new_tokens=1)  # thresholds need the heads only
-        section.val_runs = _predict_section(
-            predictors, section.val_samples, heads_only, f"{section.name}: validation", cfg.progress,
-            cfg.batch_size,
-        )  # fmt: skip
-        timing[f"{key}.validation_s"] = round(time.perf_counter() - t0, 2)
+        with timed(timing, f"{key}.validation_s"):
+            section.val_runs = _predict_section(
+                predictors, section.val_samples, heads_only, f"{section.name}: validation", cfg.progress,
+                cfg.batch_size,
+            )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -488,9 +495,8 @@ def evaluate(
             out_json = out_json / f"phantom_{cfg.split}.json"
     checkpoints = {k: Path(v) for k, v in checkpoints.items()}
 
-    t0 = time.perf_counter()
-    predictors = load_predictors(checkpoints)
-    timing["load_models_s"] = round(time.perf_counter() - t0, 2)
+    with timed(timing, "load_models_s"):
+        predictors = load_predictors(checkpoints)
     ref = next(iter(predictors))
 
     from model.data.sources import PhantomSource
@@ -505,12 +511,11 @@ def evaluate(
         raise ValueError(f"{data_dir} has no {cfg.split!r} cases")
     _run_section(predictors, phantom, cfg, timing, "phantom")
 
-    t0 = time.perf_counter()
-    label = clinical.default_labeler()
-    refs = scoring.Targets.from_samples(phantom.samples, cfg.detail).references
-    ref_labels = [dict(label(r)) if r else None for r in refs]
-    models = _score_section(predictors, phantom, cfg, ref, ref_labels)
-    timing["phantom.metrics_s"] = round(time.perf_counter() - t0, 2)
+    with timed(timing, "phantom.metrics_s"):
+        label = clinical.default_labeler()
+        refs = scoring.Targets.from_samples(phantom.samples, cfg.detail).references
+        ref_labels = [dict(label(r)) if r else None for r in refs]
+        models = _score_section(predictors, phantom, cfg, ref, ref_labels)
 
     for name in models:  # does the report contradict its own heads? (issue 10)
         run = phantom.runs[name]
@@ -532,26 +537,23 @@ def evaluate(
 
     cam_cases: list = []
     if cfg.cam_limit != 0:
-        t0 = time.perf_counter()
-        loc, cam_cases, heat_agree = _localize(predictors, phantom, cfg, ref)
+        with timed(timing, "phantom.gradcam_s"):
+            loc, cam_cases, heat_agree = _localize(predictors, phantom, cfg, ref)
         for name in models:
             models[name]["metrics"]["localization"] = loc[name]
             if name in heat_agree:
                 models[name].setdefault("agreement", {}).update(heat_agree[name])
-        timing["phantom.gradcam_s"] = round(time.perf_counter() - t0, 2)
 
-    t0 = time.perf_counter()
-    eff = _efficiency(predictors, checkpoints, phantom.samples, cfg)
+    with timed(timing, "efficiency_s"):
+        eff = _efficiency(predictors, checkpoints, phantom.samples, cfg)
     for name in models:
         models[name]["efficiency"] = eff[name]
         models[name]["metrics"]["efficiency"] = _flat_efficiency(eff[name])
-    timing["efficiency_s"] = round(time.perf_counter() - t0, 2)
 
     trade = None
     if cfg.tradeoff_limit != 0:
-        t0 = time.perf_counter()
-        trade = _tradeoff(predictors, phantom.samples, cfg)
-        timing["tradeoff_s"] = round(time.perf_counter() - t0, 2)
+        with timed(timing, "tradeoff_s"):
+            trade = _tradeoff(predictors, phantom.samples, cfg)
 
     real = {}
     if cfg.real_dir:
@@ -611,7 +613,6 @@ def _real_sections(predictors, cfg: EvalConfig, timing: dict) -> dict:
     ref = next(iter(predictors))
     label = clinical.default_labeler()
     for source in build_sources(None, root):
-        t0 = time.perf_counter()
         section = Section(
             name=f"{source.name}_{cfg.split}",
             samples=stable_subset(source.samples(cfg.split), cfg.real_limit),
@@ -619,22 +620,23 @@ def _real_sections(predictors, cfg: EvalConfig, timing: dict) -> dict:
         )
         if not section.samples:
             continue
-        _run_section(predictors, section, cfg, timing, section.name)
-        refs = scoring.Targets.from_samples(section.samples, cfg.detail).references
-        ref_labels = [dict(label(r)) if r else None for r in refs]
-        models = _score_section(predictors, section, cfg, ref, ref_labels)
-        for name, predictor in predictors.items():
-            models[name].pop("per_case", None)
-            seen = (predictor.card or {}).get("training", {}) or {}
-            models[name]["trained_on_source"] = source.name in str(seen)
-        out[section.name] = {
-            "data": {"dir": str(getattr(source, "root", root)), "split": cfg.split, **_data_block(section)},
-            "models": models,
-            "retention": retention(models, ref),
-        }
-        if cfg.counterfactual_limit != 0:
-            out[section.name]["counterfactual"] = _counterfactual(predictors, section, models, cfg)
-        timing[f"{section.name}.total_s"] = round(time.perf_counter() - t0, 2)
+        with timed(timing, f"{section.name}.total_s"):  # listing the samples above is not counted
+            _run_section(predictors, section, cfg, timing, section.name)
+            refs = scoring.Targets.from_samples(section.samples, cfg.detail).references
+            ref_labels = [dict(label(r)) if r else None for r in refs]
+            models = _score_section(predictors, section, cfg, ref, ref_labels)
+            for name, predictor in predictors.items():
+                models[name].pop("per_case", None)
+                seen = (predictor.card or {}).get("training", {}) or {}
+                models[name]["trained_on_source"] = source.name in str(seen)
+            data = {"dir": str(getattr(source, "root", root)), "split": cfg.split, **_data_block(section)}
+            out[section.name] = {
+                "data": data,
+                "models": models,
+                "retention": retention(models, ref),
+            }
+            if cfg.counterfactual_limit != 0:
+                out[section.name]["counterfactual"] = _counterfactual(predictors, section, models, cfg)
     return out
 
 
