@@ -169,6 +169,52 @@ def _build(
 
 
 # ----------------------------------------------------------------------------------------------
+# What both recipes share: the samples, the stages, the card
+
+
+def _samples(data: DataConfig) -> tuple[list, list, list]:
+    """(labelled, rest, val): the labelled subset of the training samples (``data.labelled_frac``), the
+    other training samples (the KD transfer set) and the validation samples."""
+    labelled, rest = split_labelled(load_samples(data, "train"), data.labelled_frac, data.seed)
+    return labelled, rest, load_samples(data, "val")
+
+
+def _train_stages(model, train_set, val_set, tcfg, dcfg, out_dir, env, resume, show_progress, projector=None):
+    """The joint stage, then the optional heads-only fine-tuning: (the result kept, card's "stages")."""
+    if env.is_main and not resume:
+        _reset_log(out_dir)
+    result = fit(
+        model, train_set, val_set, tcfg, dcfg, out_dir,
+        env=env, projector=projector, resume=resume, show_progress=show_progress,
+    )  # fmt: skip
+    stages = {"joint": _fit_summary(result)}
+    if tcfg.finetune_epochs > 0:
+        ft = finetune_heads(model, train_set, val_set, tcfg, dcfg, out_dir, env)
+        stages["finetune"] = _fit_summary(ft)
+        result = ft if ft.best_metrics else result
+    return result, stages
+
+
+def _card(role: str, cfg, model, training: dict, result, stages: dict, env, t0: float) -> dict:
+    """The model card both recipes write: architecture, size, how it was trained, validation metrics."""
+    return {
+        "model_id": role,
+        "role": role,
+        "arch": cfg.arch_name,
+        "model_config": dataclasses.asdict(cfg),
+        "parameters": count_parameters(model),
+        "training": {
+            "command": _command_line(),
+            **training,
+            "stages": stages,
+            "ddp_world_size": env.world_size,
+            "wall_s": round(time.perf_counter() - t0, 1),
+        },
+        "metrics": {"validation": result.best_metrics},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
 # Recipes
 
 
@@ -190,45 +236,23 @@ def train_supervised(
     t0 = time.perf_counter()
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
-    train_all = load_samples(data, "train")
-    labelled, _ = split_labelled(train_all, data.labelled_frac, data.seed)
-    val_samples = load_samples(data, "val")
+    labelled, _, val_samples = _samples(data)
     tokenizer, tok_origin = _tokenizer(labelled, tokenizer_from)
     torch.manual_seed(tcfg.seed)
     model, cfg = _build(model_cfg, len(tokenizer), tcfg.dropout, data, tcfg.intensity_norm)
     train_set = to_tensorset(labelled, tokenizer, data, tcfg.seed)
     val_set = to_tensorset(val_samples, tokenizer, data, tcfg.seed + 1)
     dcfg = DistillConfig().without_kd()
-    if env.is_main and not resume:
-        _reset_log(out_dir)
-    result = fit(
-        model, train_set, val_set, tcfg, dcfg, out_dir, env=env, resume=resume, show_progress=show_progress
-    )
-    stages = {"joint": _fit_summary(result)}
-    if tcfg.finetune_epochs > 0:
-        ft = finetune_heads(model, train_set, val_set, tcfg, dcfg, out_dir, env)
-        stages["finetune"] = _fit_summary(ft)
-        result = ft if ft.best_metrics else result
-    card = {
-        "model_id": role,
-        "role": role,
-        "arch": cfg.arch_name,
-        "model_config": dataclasses.asdict(cfg),
-        "parameters": count_parameters(model),
-        "training": {
-            "recipe": "supervised (ground truth only, no teacher)",
-            "command": _command_line(),
-            "train_config": tcfg.to_dict(),
-            "loss_config": dcfg.to_dict(),
-            "data_config": data.to_dict(),
-            "tokenizer": tok_origin,
-            "data": {"labelled": describe(labelled), "transfer": None, "val": describe(val_samples)},
-            "stages": stages,
-            "ddp_world_size": env.world_size,
-            "wall_s": round(time.perf_counter() - t0, 1),
-        },
-        "metrics": {"validation": result.best_metrics},
+    result, stages = _train_stages(model, train_set, val_set, tcfg, dcfg, out_dir, env, resume, show_progress)
+    training = {
+        "recipe": "supervised (ground truth only, no teacher)",
+        "train_config": tcfg.to_dict(),
+        "loss_config": dcfg.to_dict(),
+        "data_config": data.to_dict(),
+        "tokenizer": tok_origin,
+        "data": {"labelled": describe(labelled), "transfer": None, "val": describe(val_samples)},
     }
+    card = _card(role, cfg, model, training, result, stages, env, t0)
     if role == "student_nokd":
         card["training"]["fair_comparison"] = (
             "Same labelled subset as the KD student (same seed and labelled_frac), same optimiser-step "
@@ -260,9 +284,7 @@ def distill_student(
         torch.set_num_threads(tcfg.threads)
     teacher, tokenizer, teacher_card, _ = load_checkpoint(teacher_dir)
     teacher.eval()
-    train_all = load_samples(data, "train")
-    labelled, rest = split_labelled(train_all, data.labelled_frac, data.seed)
-    val_samples = load_samples(data, "val")
+    labelled, rest, val_samples = _samples(data)
     torch.manual_seed(tcfg.seed)
     student, cfg = _build(student_cfg, len(tokenizer), tcfg.dropout, data, tcfg.intensity_norm)
     lab_set = to_tensorset(labelled, tokenizer, data, tcfg.seed)
@@ -291,52 +313,25 @@ def distill_student(
     if dcfg.w_hint > 0:
         projector = make_projector(student.hint_channels, teacher.hint_channels)
     del teacher
-    if env.is_main and not resume:
-        _reset_log(out_dir)
-    result = fit(
-        student,
-        train_set,
-        val_set,
-        tcfg,
-        dcfg,
-        out_dir,
-        env=env,
-        projector=projector,
-        resume=resume,
-        show_progress=show_progress,
+    result, stages = _train_stages(
+        student, train_set, val_set, tcfg, dcfg, out_dir, env, resume, show_progress, projector
     )
-    stages = {"joint": _fit_summary(result)}
-    if tcfg.finetune_epochs > 0:
-        ft = finetune_heads(student, train_set, val_set, tcfg, dcfg, out_dir, env)
-        stages["finetune"] = _fit_summary(ft)
-        result = ft if ft.best_metrics else result
-    card = {
-        "model_id": "student",
-        "role": "student",
-        "arch": cfg.arch_name,
-        "model_config": dataclasses.asdict(cfg),
-        "parameters": count_parameters(student),
-        "training": {
-            "recipe": "knowledge distillation from the teacher (labelled subset + teacher-labelled transfer set)",
-            "command": _command_line(),
-            "teacher": {
-                "dir": str(teacher_dir),
-                "arch": teacher_card.get("arch"),
-                "parameters": teacher_card.get("parameters"),
-                "weights_sha256": teacher_card.get("weights_sha256") or teacher_card.get("sha256"),
-            },
-            "train_config": tcfg.to_dict(),
-            "distill_config": dcfg.to_dict(),
-            "data_config": data.to_dict(),
-            "tokenizer": f"the teacher's ({teacher_dir}): token-level KD needs one vocabulary",
-            "data": {"labelled": describe(labelled), "transfer": transfer_note, "val": describe(val_samples)},
-            "teacher_cache_s": round(cache_s, 1),
-            "stages": stages,
-            "ddp_world_size": env.world_size,
-            "wall_s": round(time.perf_counter() - t0, 1),
+    training = {
+        "recipe": "knowledge distillation from the teacher (labelled subset + teacher-labelled transfer set)",
+        "teacher": {
+            "dir": str(teacher_dir),
+            "arch": teacher_card.get("arch"),
+            "parameters": teacher_card.get("parameters"),
+            "weights_sha256": teacher_card.get("weights_sha256") or teacher_card.get("sha256"),
         },
-        "metrics": {"validation": result.best_metrics},
+        "train_config": tcfg.to_dict(),
+        "distill_config": dcfg.to_dict(),
+        "data_config": data.to_dict(),
+        "tokenizer": f"the teacher's ({teacher_dir}): token-level KD needs one vocabulary",
+        "data": {"labelled": describe(labelled), "transfer": transfer_note, "val": describe(val_samples)},
+        "teacher_cache_s": round(cache_s, 1),
     }
+    card = _card("student", cfg, student, training, result, stages, env, t0)
     _finish(student, tokenizer, out_dir, card, val_set, env)
     return card
 
