@@ -172,6 +172,13 @@ def _build(
 # What both recipes share: the samples, the stages, the card
 
 
+def _start(tcfg: TrainConfig, env: ddp.DistEnv | None) -> tuple[ddp.DistEnv, float]:
+    """Every recipe's first step: torch's thread count, the process group (or none), the clock."""
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    return env or ddp.DistEnv(), time.perf_counter()
+
+
 def _samples(data: DataConfig) -> tuple[list, list, list]:
     """(labelled, rest, val): the labelled subset of the training samples (``data.labelled_frac``), the
     other training samples (the KD transfer set) and the validation samples."""
@@ -231,11 +238,8 @@ def train_supervised(
     show_progress: bool = True,
 ) -> dict:
     """Train from ground truth only (the teacher, or the no-KD student baseline); returns the card."""
-    env = env or ddp.DistEnv()
+    env, t0 = _start(tcfg, env)
     out_dir = Path(out_dir)
-    t0 = time.perf_counter()
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
     labelled, _, val_samples = _samples(data)
     tokenizer, tok_origin = _tokenizer(labelled, tokenizer_from)
     torch.manual_seed(tcfg.seed)
@@ -277,11 +281,8 @@ def distill_student(
     """Train a student from a teacher checkpoint: labelled subset + teacher-labelled transfer set."""
     from model.checkpoints import load_checkpoint
 
-    env = env or ddp.DistEnv()
+    env, t0 = _start(tcfg, env)
     out_dir = Path(out_dir)
-    t0 = time.perf_counter()
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
     teacher, tokenizer, teacher_card, _ = load_checkpoint(teacher_dir)
     teacher.eval()
     labelled, rest, val_samples = _samples(data)
