@@ -70,7 +70,7 @@ def resolve_data(arg: str | None, checkpoints: dict[str, Path]) -> Path:
     if not (out / "annotation.json").is_file():
         prof = PROFILES["default"]
         print(f"regenerating the default phantom set into {out} ...", flush=True)
-        generate_dataset(out, prof["n_cxr"], prof["n_ct"], seed=0)
+        generate_dataset(out, prof.n_cxr, prof.n_ct, seed=0)
     return out
 
 

@@ -17,7 +17,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -27,43 +27,58 @@ from model.distill.data_plan import DataConfig, resolve_real_root
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "checkpoints"
 
+@dataclass(frozen=True)
+class Profile:
+    """How big a pipeline run is; ``--set KEY=VALUE`` overrides one field."""
+
+    n_cxr: int  # phantom chest X-rays (80/10/10 train/val/test)
+    n_ct: int  # phantom CT slices
+    image_size: int  # the presets' input size
+    teacher_arch: str  # a TEACHER_PRESETS name
+    student_arch: str  # a STUDENT_PRESETS name
+    teacher_epochs: int  # upper bound; the time budget usually ends it sooner
+    teacher_budget_s: float  # wall-clock budget of the teacher
+    student_epochs: int
+    student_budget_s: float  # KD student; the no-KD student then gets the same number of steps
+    labelled_frac: float  # students' labelled subset; the rest is the KD student's transfer set
+    max_per_source: int | None  # cap per data source (None = all)
+    teacher_lr: float
+    student_lr: float
+    batch_size: int
+    bf16: bool  # bfloat16 autocast + channels-last: 2.5-4x faster ResNet-50 on this AMX CPU
+
+    def with_overrides(self, pairs: list[str]) -> Profile:
+        """``["KEY=VALUE", ...]`` parsed by each field's current type ("None" clears an optional field)."""
+        changes = {}
+        for kv in pairs:
+            key, _, value = kv.partition("=")
+            known = [f.name for f in fields(self)]
+            if key not in known:
+                raise SystemExit(f"unknown profile key {key!r}; known: {', '.join(known)}")
+            old = getattr(self, key)
+            if value == "None":
+                changes[key] = None
+            elif isinstance(old, bool):
+                changes[key] = value.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                changes[key] = value if isinstance(old, str) else type(old or 0)(value)
+        return replace(self, **changes)
+
+
 #: sizing profiles; "default" was sized from measured teacher throughput on the 2-core CPU
-PROFILES: dict[str, dict] = {
-    "default": {
-        "n_cxr": 2400,  # phantom chest X-rays (80/10/10 train/val/test)
-        "n_ct": 1000,  # phantom CT slices
-        "image_size": 128,  # the presets' input size
-        "teacher_arch": "resnet50-4l",
-        "student_arch": "mobilenet-1l",
-        "teacher_epochs": 24,  # upper bound; the time budget below usually ends it sooner
-        "teacher_budget_s": 2400.0,  # ResNet-50 trains at ~25 img/s (bf16) on the 2-core CPU
-        "student_epochs": 16,
-        "student_budget_s": 720.0,  # KD student; the no-KD student then gets the same number of steps
-        "labelled_frac": 0.3,  # students' labelled subset; the rest is the KD student's transfer set
-        "max_per_source": None,
-        "teacher_lr": 1e-3,
-        "student_lr": 2e-3,
-        "batch_size": 32,
-        "bf16": 1,  # bfloat16 autocast + channels-last: 2.5-4x faster ResNet-50 on this AMX CPU
-    },
-    "fast": {
-        "n_cxr": 160,
-        "n_ct": 80,
-        "image_size": 64,
-        "teacher_arch": "resnet50-4l",
-        "student_arch": "mobilenet-1l",
-        "teacher_epochs": 1,
-        "teacher_budget_s": 120.0,
-        "student_epochs": 2,
-        "student_budget_s": 60.0,
-        "labelled_frac": 0.3,
-        "max_per_source": 60,
-        "teacher_lr": 1e-3,
-        "student_lr": 2e-3,
-        "batch_size": 16,
-        "bf16": 1,
-    },
-}
+PROFILES: dict[str, Profile] = {
+    "default": Profile(
+        n_cxr=2400, n_ct=1000, image_size=128, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
+        teacher_epochs=24, teacher_budget_s=2400.0,  # ResNet-50 trains at ~25 img/s (bf16) on the 2-core CPU
+        student_epochs=16, student_budget_s=720.0, labelled_frac=0.3, max_per_source=None,
+        teacher_lr=1e-3, student_lr=2e-3, batch_size=32, bf16=True,
+    ),
+    "fast": Profile(
+        n_cxr=160, n_ct=80, image_size=64, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
+        teacher_epochs=1, teacher_budget_s=120.0, student_epochs=2, student_budget_s=60.0,
+        labelled_frac=0.3, max_per_source=60, teacher_lr=1e-3, student_lr=2e-3, batch_size=16, bf16=True,
+    ),
+}  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,15 +97,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _profile(args) -> dict:
-    prof = dict(PROFILES["fast" if args.fast else "default"])
-    for kv in args.set:
-        key, _, value = kv.partition("=")
-        if key not in prof:
-            raise SystemExit(f"unknown profile key {key!r}; known: {', '.join(prof)}")
-        old = prof[key]
-        prof[key] = value if isinstance(old, str) else (None if value == "None" else type(old or 0)(value))
-    return prof
+def _profile(args) -> Profile:
+    return PROFILES["fast" if args.fast else "default"].with_overrides(args.set)
 
 
 def _checkpoint_done(path: Path) -> bool:
@@ -109,7 +117,7 @@ def main(args) -> int:
     ckpt = {"teacher": out / "teacher", "student": out / "student", "student_nokd": out / "student_nokd"}
     record: dict = {
         "command": " ".join(["meddistill", *sys.argv[1:]]),
-        "profile": prof,
+        "profile": asdict(prof),
         "machine": {
             "platform": platform.platform(),
             "torch_threads": torch.get_num_threads(),
@@ -146,9 +154,9 @@ def main(args) -> int:
     data = DataConfig(
         data_dir=str(data_dir),
         real_root=resolve_real_root(args.real_data, not args.no_real),
-        image_size=prof["image_size"],
+        image_size=prof.image_size,
         max_len=104,  # detailed reports run to ~100 tokens (99th percentile)
-        max_per_source=prof["max_per_source"],
+        max_per_source=prof.max_per_source,
         seed=args.seed,
     )
     # data audit of the real sets (duplicates, patients, shortcut probe): goes into every model card
@@ -157,22 +165,22 @@ def main(args) -> int:
     record["data_audit"] = {"wall_s": round(time.perf_counter() - t_audit, 1), "sets": audit}
     save()
     base = TrainConfig(
-        batch_size=prof["batch_size"],
+        batch_size=prof.batch_size,
         seed=args.seed,
         threads=args.threads,
-        bf16=bool(prof["bf16"]),
+        bf16=prof.bf16,
     )
     show = not args.quiet
 
     def teacher():
         card = train_supervised(
-            resolve_preset(prof["teacher_arch"]),
+            resolve_preset(prof.teacher_arch),
             data,
             replace(
                 base,
-                epochs=prof["teacher_epochs"],
-                lr=prof["teacher_lr"],
-                time_budget_s=prof["teacher_budget_s"],
+                epochs=prof.teacher_epochs,
+                lr=prof.teacher_lr,
+                time_budget_s=prof.teacher_budget_s,
             ),
             ckpt["teacher"],
             role="teacher",
@@ -182,13 +190,13 @@ def main(args) -> int:
 
     stage("teacher", teacher, skip=args.reuse and _checkpoint_done(ckpt["teacher"]))
 
-    student_data = replace(data, labelled_frac=prof["labelled_frac"])
-    student_tcfg = replace(base, epochs=prof["student_epochs"], lr=prof["student_lr"])
-    kd_tcfg = replace(student_tcfg, time_budget_s=prof["student_budget_s"])
+    student_data = replace(data, labelled_frac=prof.labelled_frac)
+    student_tcfg = replace(base, epochs=prof.student_epochs, lr=prof.student_lr)
+    kd_tcfg = replace(student_tcfg, time_budget_s=prof.student_budget_s)
 
     def student():
         card = distill_student(
-            resolve_preset(prof["student_arch"]),
+            resolve_preset(prof.student_arch),
             ckpt["teacher"],
             student_data,
             kd_tcfg,
@@ -205,7 +213,7 @@ def main(args) -> int:
         kd_card = json.loads(_card_path(ckpt["student"]).read_text())
         budget = sum(s["steps"] for s in kd_card["training"]["stages"].values())
         card = train_supervised(
-            resolve_preset(prof["student_arch"]),
+            resolve_preset(prof.student_arch),
             student_data,
             replace(student_tcfg, epochs=10_000, max_steps=budget),
             ckpt["student_nokd"],
@@ -263,7 +271,7 @@ def _summary(card: dict) -> dict:
     }
 
 
-def _generate(data_dir: Path, prof: dict, seed: int, quiet: bool) -> dict:
+def _generate(data_dir: Path, prof: Profile, seed: int, quiet: bool) -> dict:
     from model.cli import main as cli
 
     argv = [
@@ -271,15 +279,15 @@ def _generate(data_dir: Path, prof: dict, seed: int, quiet: bool) -> dict:
         "--out",
         str(data_dir),
         "--n-cxr",
-        str(prof["n_cxr"]),
+        str(prof.n_cxr),
         "--n-ct",
-        str(prof["n_ct"]),
+        str(prof.n_ct),
     ]
     argv += ["--seed", str(seed), "--workers", "2"] + (["--quiet"] if quiet else [])
     rc = cli(argv)
     if rc:
         raise SystemExit(f"generate-data failed ({rc})")
-    return {"n_cxr": prof["n_cxr"], "n_ct": prof["n_ct"]}
+    return {"n_cxr": prof.n_cxr, "n_ct": prof.n_ct}
 
 
 def _evaluate(ckpt: dict[str, Path], data_dir: Path, out: Path) -> dict:

@@ -1,0 +1,28 @@
+"""model/commands/pipeline.py: the sizing profiles (frozen dataclasses) and their --set overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from model.commands.pipeline import PROFILES, Profile
+from model.networks import STUDENT_PRESETS, TEACHER_PRESETS
+
+
+def test_profiles_are_frozen_and_name_real_presets():
+    for prof in PROFILES.values():
+        assert isinstance(prof, Profile)
+        assert prof.teacher_arch in TEACHER_PRESETS and prof.student_arch in STUDENT_PRESETS
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            prof.n_cxr = 1  # type: ignore[misc]
+
+
+def test_overrides_parse_by_field_type():
+    base = PROFILES["fast"]
+    p = base.with_overrides(["n_cxr=12", "teacher_lr=0.5", "bf16=0", "max_per_source=None", "student_arch=x"])
+    assert (p.n_cxr, p.teacher_lr, p.bf16, p.max_per_source, p.student_arch) == (12, 0.5, False, None, "x")
+    assert base.n_cxr == 160 and base.bf16 is True  # the shared profile is untouched
+    assert PROFILES["default"].with_overrides(["max_per_source=40"]).max_per_source == 40
+    with pytest.raises(SystemExit, match="unknown profile key 'n_xray'"):
+        base.with_overrides(["n_xray=3"])
