@@ -294,3 +294,11 @@ def test_presets_pool_average():
     from model.networks import STUDENT_PRESETS, TEACHER_PRESETS
 
     assert all(c.head_pool == "avg" for c in (*TEACHER_PRESETS.values(), *STUDENT_PRESETS.values()))
+
+
+def test_words_split_as_the_pre_tokenizer_does(tokenizer):
+    from model.networks.tokenizer import words
+
+    for text in TEXTS + ["Cardiomegaly (CTR 0.61); small left effusion, 12mm nodule.", "No pneumothorax!"]:
+        pre = [w for w, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)]
+        assert words(text) == pre, text

@@ -10,6 +10,7 @@ Special tokens have fixed ids (their order below) so the model can name them wit
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from transformers import PreTrainedTokenizerFast
@@ -87,6 +88,12 @@ def build_tokenizer(texts: Iterable[str], min_frequency: int = 1) -> PreTrainedT
         if tok.token_to_id(s) != i:
             raise RuntimeError(f"special token {s} got id {tok.token_to_id(s)}, expected {i}")
     return wrap_tokenizer(tok)
+
+
+def words(text: str) -> list[str]:
+    """Text -> the tokenizer's words, split as its pre-tokenizer does (white space, then numbers and
+    punctuation on their own); benchmarks/bench_tradeoff.py counts report lengths in these."""
+    return re.findall(_SPLIT_PATTERN + r"|[^\W\d]+|\w+", text)
 
 
 def encode_report(
