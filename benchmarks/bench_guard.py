@@ -119,6 +119,7 @@ def main() -> None:
         "accuracy": float((detected[pos] == labels[pos]).mean()),
         "n": int(pos.sum()),
     }
+    result["positives_accepted"]["all_positives"] = float(accepted[pos].mean())
     ms = np.asarray([r["ms"] for r in rows])
     result["guard_ms"] = {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95)), "n": len(ms)}
 
@@ -154,6 +155,13 @@ def main() -> None:
         entry["families"] = fam_stats
         neg = np.isin(fams, [*NEGATIVE_FAMILIES, WRONG_MODALITY])
         entry["junk_flagged"] = float(flag[neg].mean())
+        # what a user meets: the study refused by the classifier, or this model's output withheld by its probe
+        either = flag | ~accepted
+        entry["guard_or_probe"] = {
+            "in_distribution_flagged": float(either[in_dist].mean()),
+            "junk_flagged": float(either[neg].mean()),
+            "per_family": {f: float(either[fams == f].mean()) for f in [*NEGATIVE_FAMILIES, WRONG_MODALITY]},
+        }
         entry["thresholds"] = p.ood_probe.thresholds
         result["ood"][model_id] = entry
 
@@ -230,6 +238,15 @@ def to_markdown(r: dict) -> str:
         )
         lines.append(
             "| all junk flagged | " + " | ".join(f"{r['ood'][m]['junk_flagged']:.1%}" for m in models) + " |"
+        )
+        gp = [r["ood"][m]["guard_or_probe"] for m in models]
+        lines.append(
+            "| guard or probe: in-distribution flagged | "
+            + " | ".join(f"{g['in_distribution_flagged']:.1%}" for g in gp)
+            + " |"
+        )
+        lines.append(
+            "| guard or probe: junk flagged | " + " | ".join(f"{g['junk_flagged']:.1%}" for g in gp) + " |"
         )
         for fam in r["ood"][models[0]]["families"]:
             cells = [
