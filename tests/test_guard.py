@@ -204,7 +204,9 @@ def test_train_guard_is_deterministic_and_loadable(tmp_path):
     from model.guard.train import TrainGuardConfig, train_guard
 
     def run(out):
-        cfg = TrainGuardConfig(out=str(out), n_positive=8, n_negative=5, n_calib=3, epochs=1, ood_models=())
+        cfg = TrainGuardConfig(
+            out=str(out), n_positive=8, real_passes=0, n_negative=5, n_calib=3, epochs=1, ood_models=()
+        )
         return train_guard(cfg, log=lambda *_: None)
 
     a, b = run(tmp_path / "a"), run(tmp_path / "b")
