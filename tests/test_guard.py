@@ -160,16 +160,29 @@ def test_model_verdict_travels_with_the_prediction_and_serialises(guard):
     assert doc["verdict"]["check"] == "ood:student" and doc["verdict"]["accepted"] is False
 
 
-def test_ood_probe_is_attached_only_to_the_weights_it_was_fitted_on(tmp_path):
-    from model.guard.ood import attach_probe
+def _probed_student():
+    """The shipped student with its guard probe; skips when the guard's probe was fitted on other weights
+    (a new student shipped since: rerun `meddistill train-guard`)."""
+    from model.checkpoints import load_card
     from model.inference import Predictor, shipped_checkpoint
 
-    if not (shipped_checkpoint("student") / "model.safetensors").is_file():
+    d = shipped_checkpoint("student")
+    if not (d / "model.safetensors").is_file():
         pytest.skip("no shipped student")
-    cfg = json.loads((GUARD_DIR / "config.json").read_text())
-    if "student" not in (cfg.get("ood") or {}):
+    entry = (json.loads((GUARD_DIR / "config.json").read_text()).get("ood") or {}).get("student")
+    if not entry:
         pytest.skip("guard built without OOD probes")
-    p = Predictor.from_dir("student")
+    if entry["weights_sha256"] != load_card(d).get("weights_sha256"):
+        pytest.skip(
+            "the guard's student probe was fitted on other student weights: rerun meddistill train-guard"
+        )
+    return Predictor.from_dir("student")
+
+
+def test_ood_probe_is_attached_only_to_the_weights_it_was_fitted_on(tmp_path):
+    from model.guard.ood import attach_probe
+
+    p = _probed_student()
     assert p.ood_probe is not None
     p.card = {**p.card, "weights_sha256": "0" * 64}  # other weights: no probe
     assert not attach_probe(p) and p.ood_probe is None
@@ -178,12 +191,8 @@ def test_ood_probe_is_attached_only_to_the_weights_it_was_fitted_on(tmp_path):
 def test_shipped_probe_separates_junk_from_chest_images(guard):
     """The student's probe flags noise and flat images that the old Mahalanobis score passed (issue 12)."""
     from model.data.phantom import make_case
-    from model.inference import Predictor
 
-    cfg = json.loads((GUARD_DIR / "config.json").read_text())
-    if "student" not in (cfg.get("ood") or {}):
-        pytest.skip("guard built without OOD probes")
-    p = Predictor.from_dir("student")
+    p = _probed_student()
     junk = [
         np.zeros((64, 64), np.uint8),
         (np.random.default_rng(2).random((128, 128)) * 255).astype(np.uint8),
