@@ -299,7 +299,7 @@ def _evaluate(ckpt: dict[str, Path], data_dir: Path, out: Path) -> dict:
     return {"out": str(out / "eval"), "summary": result if isinstance(result, dict) else None}
 
 
-def _install(ckpt: dict[str, Path], data_dir: Path | None = None, assets: Path = ASSETS) -> dict:
+def _install(ckpt: dict[str, Path], data_dir: Path | None = None, assets: Path | None = None) -> dict:
     """Write each checkpoint into assets/checkpoints/NAME/ with float16-stored weights (half the bytes
     in git; they load back into float32 models), plus its training log; not the resumable state.
 
@@ -313,6 +313,7 @@ def _install(ckpt: dict[str, Path], data_dir: Path | None = None, assets: Path =
     from model.distill.trainer import LOG_NAME
     from model.inference import Predictor
 
+    assets = ASSETS if assets is None else assets  # read at call time (tests point ASSETS elsewhere)
     cases = cases_from_phantom_dir(data_dir) if data_dir is not None else []
     installed, refused = {}, {}
     for name, src in ckpt.items():
