@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.evaluate import consistency  # noqa: E402
-from model.evaluate.batched import predict_batch  # noqa: E402
 from model.types import DETAIL_LEVELS, FINDINGS, ReportStyle  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -107,9 +106,7 @@ def main(argv=None) -> int:
                     preds = []
                     for start in range(0, len(subset), 16):
                         chunk = subset[start : start + 16]
-                        preds += predict_batch(
-                            p, [c.study for c in chunk], [c.truth.context for c in chunk], style
-                        )
+                        preds += p.predict_batch([c.study for c in chunk], [c.truth.context for c in chunk], style)
                     scores = consistency.measure(preds, p.finding_thresholds, label)
                     scores.pop("cases")
                     scores["truth"] = truth_recall(preds, subset, label)

@@ -113,7 +113,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
-    from model.evaluate.batched import predict_batch
     from model.evaluate.phantom_cases import SHIPPED_RUN, split_cases
     from model.inference import Predictor, shipped_checkpoint
 
@@ -140,7 +139,7 @@ def main(argv=None) -> int:
     for start in range(0, len(cases), 16):
         chunk = cases[start : start + 16]
         for m, p in predictors.items():
-            preds = predict_batch(p, [c.study for c in chunk], [c.truth.context for c in chunk], style)
+            preds = p.predict_batch([c.study for c in chunk], [c.truth.context for c in chunk], style)
             probs[m] += [pr.findings for pr in preds]
             said[m] += [dict(zip(FINDINGS, to_binary(label(pr.report), "positive", FINDINGS) > 0, strict=True))
                         for pr in preds]  # fmt: skip

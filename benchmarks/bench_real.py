@@ -39,12 +39,10 @@ PHANTOM_SEED0 = 900_000_000  # far from generate-data's seeds: cases no model tr
 
 
 def _predict(predictors, studies, contexts, style, batch_size=16) -> dict[str, list]:
-    from model.evaluate.batched import predict_batch
-
     out = {n: [] for n in predictors}
     for name, p in predictors.items():
         for i in range(0, len(studies), batch_size):
-            out[name] += predict_batch(p, studies[i : i + batch_size], contexts[i : i + batch_size], style)
+            out[name] += p.predict_batch(studies[i : i + batch_size], contexts[i : i + batch_size], style)
     return out
 
 

@@ -122,7 +122,6 @@ def test_memory_probs_layout_matches_label_conditioned_training(predictor):
 
 
 def test_predict_decodes_from_the_labels_and_batched_agrees(predictor):
-    from model.evaluate.batched import predict_batch
     from model.networks.generation import decode
 
     study = _study(3)
@@ -138,7 +137,7 @@ def test_predict_decodes_from_the_labels_and_batched_agrees(predictor):
         want, _ = decode(predictor.model.decoder, memory, predictor.model.prompts("standard", "CXR", 1), style,
                          predictor._period)  # fmt: skip
     assert pred.tokens[: len(want[0])] == [predictor._words[i] for i in want[0]][: len(pred.tokens)]
-    assert predict_batch(predictor, [study], [None], style)[0].tokens == pred.tokens
+    assert predictor.predict_batch([study], [None], style)[0].tokens == pred.tokens
     # the soft-probability memory is a different conditioning: the decoder sees other values
     assert not torch.allclose(soft, memory)
 

@@ -181,7 +181,6 @@ def test_peak_memory_subprocess(tiny):
 def test_batched_predictions_match_predict(tiny):
     """Evaluation scores batches; they must say what Predictor.predict says one study at a time."""
     from model.data.sources import PhantomSource
-    from model.evaluate.batched import predict_batch
     from model.inference import Predictor
 
     data, ckpt = tiny
@@ -191,12 +190,15 @@ def test_batched_predictions_match_predict(tiny):
     p = Predictor.from_dir(ckpt["teacher"], "teacher")
     style = ReportStyle(detail="detailed", max_new_tokens=20)
     for one, many in zip([p.predict(s, c, style) for s, c in zip(studies, contexts, strict=True)],
-                         predict_batch(p, studies, contexts, style), strict=True):  # fmt: skip
+                         p.predict_batch(studies, contexts, style), strict=True):  # fmt: skip
         assert many.tokens == one.tokens and many.report == one.report
         np.testing.assert_allclose(list(many.findings.values()), list(one.findings.values()), atol=1e-5)
         np.testing.assert_allclose(list(many.tumour.values()), list(one.tumour.values()), atol=1e-5)
         assert [t.name for t in many.treatments] == [t.name for t in one.treatments]
         np.testing.assert_allclose(many.token_probs, one.token_probs, atol=1e-4)
+        assert many.truncated == one.truncated and many.token_limit == one.token_limit
+        np.testing.assert_allclose(many.ood_score, one.ood_score, rtol=1e-4, atol=1e-5)
+        assert many.ood_flag == one.ood_flag and many.ood_method == one.ood_method
 
 
 def test_timed_writes_seconds_only_for_a_block_that_ends():

@@ -61,12 +61,10 @@ def _abnormal_score(pred, thresholds: Mapping[str, float] | None) -> tuple[bool,
 
 
 def _heads(predictor, studies: Sequence[Study], contexts, batch_size: int) -> list:
-    from model.evaluate.batched import predict_batch
-
     style = ReportStyle(max_new_tokens=1)  # the heads are what is tested; no report needed
     out = []
     for i in range(0, len(studies), batch_size):
-        out += predict_batch(predictor, studies[i : i + batch_size], contexts[i : i + batch_size], style)
+        out += predictor.predict_batch(studies[i : i + batch_size], contexts[i : i + batch_size], style)
     return out
 
 

@@ -35,7 +35,6 @@ from model.evaluate import (
     scoring,
     tradeoff,
 )
-from model.evaluate.batched import predict_batch
 from model.evaluate.calibration import calibration_protocol
 from model.evaluate.summary import SCHEMA_VERSION, retention, write_outputs
 from model.explain.gradcam import DEFAULT_CAM_LAYER, DEFAULT_CAM_METHOD, default_cam_layer
@@ -139,7 +138,7 @@ def stable_subset(samples: Sequence, limit: int | None) -> list:
 
 
 def _predict_section(predictors, samples, style, desc: str, progress: bool, batch_size: int = 16):
-    """Every model on every sample, ``batch_size`` studies per forward pass (see ``batched``);
+    """Every model on every sample, ``batch_size`` studies per forward pass (``Predictor.predict_batch``);
     each case's ``latency_ms`` is its batch's wall time / batch size."""
     runs = {name: scoring.ModelRun() for name in predictors}
     with tqdm(total=len(samples), desc=desc, unit="case", disable=not progress, leave=False) as bar:
@@ -149,7 +148,7 @@ def _predict_section(predictors, samples, style, desc: str, progress: bool, batc
             contexts = [s.context for s in chunk]
             for name, predictor in predictors.items():
                 t0 = time.perf_counter()
-                preds = predict_batch(predictor, studies, contexts, style)
+                preds = predictor.predict_batch(studies, contexts, style)
                 per_case = (time.perf_counter() - t0) * 1e3 / len(chunk)
                 for pred in preds:
                     runs[name].add(pred, per_case)

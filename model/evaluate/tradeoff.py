@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from model.evaluate import clinical, nlg
-from model.evaluate.batched import predict_batch
 from model.types import DETAIL_LEVELS, ReportStyle
 
 MAX_NEW_TOKENS: tuple[int, ...] = (16, 32, 48, 64, 96, 128)
@@ -109,8 +108,8 @@ def curves_for_model(
         tokens = []
         style = ReportStyle(detail=detail, max_new_tokens=top, whole_sentences=False)  # raw prefixes
         for start in range(0, len(studies), batch_size):
-            preds = predict_batch(
-                predictor, studies[start : start + batch_size], contexts[start : start + batch_size], style
+            preds = predictor.predict_batch(
+                studies[start : start + batch_size], contexts[start : start + batch_size], style
             )
             tokens.extend(list(p.tokens) for p in preds)
             if progress:
