@@ -5,23 +5,21 @@ runs under ``torch.inference_mode`` with its own tensors and caches, and nothing
 changes after construction. ``lock`` is for callers that attach hooks to the shared model
 (Grad-CAM holds it for the CAM's whole life).
 
-Out-of-distribution score: Mahalanobis-type distance of the pooled image features to statistics of
-the validation images stored with the checkpoint (``fit_ood_stats``), in a probabilistic-PCA form
-(top-k principal directions with shrunk variances + one isotropic variance for the rest), divided by
-the feature dimension so that in-distribution images score about 1. The flag threshold is the 99th
-percentile of held-out validation scores, so about 1% of in-distribution images are flagged.
+Out-of-distribution score: the input guard's probe for these weights (``model/guard/ood.py``) when one
+fits, else the checkpoint's own Mahalanobis statistics (``model/ood.py``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from model.ood import OOD_KEYS, ood_scores
 from model.types import (
     FINDINGS,
     TREATMENT_LABELS,
@@ -39,7 +37,6 @@ from model.types import (
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = ROOT / "assets" / "checkpoints"
 SHIPPED_MODELS: tuple[str, ...] = ("teacher", "student", "student_nokd")
-OOD_KEYS: tuple[str, ...] = ("ood_mean", "ood_components", "ood_eigvals", "ood_residual_var", "ood_threshold")
 #: what the report decoder's memory embeds of the heads (issue 10): "labels" = the heads' thresholded
 #: calls, as in label-conditioned training (``TrainConfig.label_cond_p``), so the report states what the
 #: heads call present; "probs" = their raw probabilities. A card may set ``report_conditioning``.
@@ -80,82 +77,6 @@ def _supported(findings: list[Finding], tumour: str | None, context: PatientCont
     except ImportError:
         return None
     return {t.name for t in suggest_treatments(findings, tumour, context)}
-
-
-# ----------------------------------------------------------------------------------------------
-# OOD statistics
-
-
-@torch.inference_mode()
-def pooled_features(
-    model, images: torch.Tensor | Iterable, context: torch.Tensor | None = None, batch_size: int = 64
-) -> torch.Tensor:
-    """(N, C) pooled features of images given as one (N, 1, S, S) tensor or an iterable of batches
-    (tensors, or dicts with an "images" key)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    if isinstance(images, torch.Tensor):
-        images = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
-    out = []
-    for b in images:
-        x = b["images"] if isinstance(b, dict) else b
-        out.append(model.forward_features(x.float().to(device)).mean((2, 3)).double().cpu())
-    model.train(was_training)
-    return torch.cat(out)
-
-
-def fit_ood_stats(
-    model,
-    images: torch.Tensor | Iterable,
-    context: torch.Tensor | None = None,
-    max_components: int = 64,
-    shrinkage: float = 0.1,
-    quantile: float = 0.99,
-) -> dict[str, torch.Tensor]:
-    """Mahalanobis statistics of pooled features on validation images, for ``extras.safetensors``.
-
-    The statistics are fitted on half of the images (even indices) and the threshold is the
-    ``quantile`` of the scores of the other half, so it is calibrated on images the statistics have
-    not seen (fewer than 4 images: both on all). ``context`` is accepted for the trainer's call
-    signature; the score depends on the image only.
-    """
-    x = pooled_features(model, images)  # (N, C) float64
-    n = x.shape[0]
-    if n < 2:
-        raise ValueError("fit_ood_stats needs at least two images")
-    fit, calib = (x[0::2], x[1::2]) if n >= 4 else (x, x)
-    mean = fit.mean(0)
-    xc = fit - mean  # (n_fit, C)
-    c = x.shape[1]
-    # keep at most half of the fitted sample's directions, so the residual variance is estimated
-    # from real spread and not from the numerical floor (small validation sets)
-    k = max(1, min(max_components, (fit.shape[0] - 1) // 2, c - 1))
-    _, s, vt = torch.linalg.svd(xc / max(1, fit.shape[0] - 1) ** 0.5, full_matrices=False)
-    eig = s[:k] ** 2  # (k,) variances along the principal directions
-    total = float((s**2).sum())
-    avg = max(total / c, 1e-12)  # mean variance per dimension
-    residual = max((total - float(eig.sum())) / max(1, c - k), 1e-3 * avg)
-    eig = (1 - shrinkage) * eig + shrinkage * avg  # shrink towards the average (Ledoit-Wolf style)
-    stats = {
-        "ood_mean": mean.float(),
-        "ood_components": vt[:k].float().contiguous(),  # (k, C)
-        "ood_eigvals": eig.float(),
-        "ood_residual_var": torch.tensor([residual], dtype=torch.float32),
-    }
-    scores = ood_scores(calib.float(), stats)
-    stats["ood_threshold"] = torch.tensor([float(np.quantile(scores.numpy(), quantile))], dtype=torch.float32)
-    stats["ood_n"] = torch.tensor([n], dtype=torch.float32)
-    return stats
-
-
-def ood_scores(pooled: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(N,) sqrt(d^2 / C): d^2 = sum_k z_k^2 / lambda_k + ||residual||^2 / sigma^2 (probabilistic PCA)."""
-    xc = pooled.float() - stats["ood_mean"]  # (N, C)
-    z = xc @ stats["ood_components"].t()  # (N, k)
-    resid = xc - z @ stats["ood_components"]  # (N, C)
-    d2 = (z**2 / stats["ood_eigvals"]).sum(1) + (resid**2).sum(1) / stats["ood_residual_var"]
-    return (d2 / xc.shape[1]).sqrt()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,67 +215,106 @@ class Predictor:
         self, study: Study, context: PatientContext | None = None, style: ReportStyle | None = None
     ) -> Prediction:
         """Findings, tumour, treatments with reasons, the report and per-stage latency for one study."""
+        return self._predict([study], [context], style, full=True)[0]
+
+    def predict_batch(
+        self,
+        studies: Sequence[Study],
+        contexts: Sequence[PatientContext | None] | None = None,
+        style: ReportStyle | None = None,
+    ) -> list[Prediction]:
+        """``[self.predict(s, c, style) for s, c in ...]`` in one forward pass (evaluation): the same steps
+        and numbers, without the rulebook's reasons, the report-vs-heads conflicts and the latency (the
+        caller times the batch)."""
+        if not studies:
+            return []
+        return self._predict(studies, contexts or [None] * len(studies), style, full=False)
+
+    def _predict(
+        self,
+        studies: Sequence[Study],
+        contexts: Sequence[PatientContext | None],
+        style: ReportStyle | None,
+        full: bool,
+    ) -> list[Prediction]:
+        """The one prediction path: inputs, encoder, heads, report, OOD score per row; ``full`` adds the
+        treatments' reasons, the report conflicts and the latency of each stage (one study)."""
         from model.networks.generation import end_on_sentence, token_budget
         from model.networks.tokenizer import detokenize
 
         style = style or ReportStyle()
-        context = context or PatientContext()
-        t0 = time.perf_counter()
+        contexts = [c or PatientContext() for c in contexts]
+        modalities = [s.modality for s in studies]
+        clock = [time.perf_counter()]
         with torch.inference_mode():
-            images = self.image_tensor(study)
-            ctx = self.context_tensor(context)
-            prompts = self.model.prompts(style.detail, study.modality, 1)
-            t1 = time.perf_counter()
-            features = self.model.forward_features(images)  # (1, C, h, w)
-            t2 = time.perf_counter()
+            images = torch.cat([self.image_tensor(s) for s in studies])  # (B, 1, S, S)
+            ctx = torch.cat([self.context_tensor(c) for c in contexts])  # (B, context_dim)
+            prompts = self.model.prompts(style.detail, modalities, len(studies))  # (B, 2)
+            clock.append(time.perf_counter())
+            features = self.model.forward_features(images)  # (B, C, h, w)
+            clock.append(time.perf_counter())
             heads = self.model.forward_heads(features, ctx)
-            f_prob = torch.sigmoid(heads.findings_logits)[0].tolist()
-            t_prob = torch.softmax(heads.tumour_logits, -1)[0].tolist()
-            s_prob = torch.softmax(heads.subtype_logits, -1)[0].tolist()
-            tr_prob = torch.sigmoid(heads.treatment_logits)[0].tolist()
-            t3 = time.perf_counter()
-            ids, probs = self.decode(features, heads, prompts, style, [study.modality])
+            f_prob = torch.sigmoid(heads.findings_logits).tolist()
+            t_prob = torch.softmax(heads.tumour_logits, -1).tolist()
+            s_prob = torch.softmax(heads.subtype_logits, -1).tolist()
+            tr_prob = torch.sigmoid(heads.treatment_logits).tolist()
+            clock.append(time.perf_counter())
+            ids, probs = self.decode(features, heads, prompts, style, modalities)
             budget = token_budget(style, self.cfg.max_len, prompts.shape[1])
-            ids, probs, truncated = end_on_sentence(ids[0], probs[0], budget, style, self._period)
-            tokens = [self._words[i] for i in ids]
-            report = detokenize(tokens)
-            t4 = time.perf_counter()
-            ood, flag = self.ood_score(heads.pooled, study.modality)
-        findings = dict(zip(FINDINGS, f_prob, strict=True))
-        tumour = dict(zip(TUMOUR_CLASSES, t_prob, strict=True))
-        treatments = self._treatments(study, findings, tumour, tr_prob, context)
-        ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
-        return Prediction(
-            model_id=self.model_id,
-            modality=study.modality,
-            findings=findings,
-            tumour=tumour,
-            treatments=treatments,
-            report=report,
-            tokens=tokens,
-            token_probs=[float(p) for p in probs],
-            latency_ms={
-                "preprocess": ms(t0, t1),
-                "encode": ms(t1, t2),
-                "heads": ms(t2, t3),
-                "decode": ms(t3, t4),
-                "total": ms(t0, t4),
-            },
-            ood_score=ood,
-            ood_flag=flag,
-            tumour_subtype=dict(zip(TUMOUR_SUBTYPES, s_prob, strict=True)),
-            ood_threshold=self.ood_threshold(study.modality),
-            ood_method="guard_probe" if self.ood_probe is not None else "mahalanobis",
-            truncated=truncated,
-            token_limit=budget,
-            report_conflicts=self.report_conflicts(study.modality, findings, tumour, report),
-        )
+            rows = [
+                end_on_sentence(ids[i], probs[i], budget, style, self._period) for i in range(len(studies))
+            ]
+            tokens = [[self._words[j] for j in row_ids] for row_ids, _, _ in rows]
+            reports = [detokenize(t) for t in tokens]
+            clock.append(time.perf_counter())
+            oods = [self.ood_score(heads.pooled[i : i + 1], m) for i, m in enumerate(modalities)]
+        out = []
+        for i, study in enumerate(studies):
+            findings = dict(zip(FINDINGS, f_prob[i], strict=True))
+            tumour = dict(zip(TUMOUR_CLASSES, t_prob[i], strict=True))
+            out.append(
+                Prediction(
+                    model_id=self.model_id,
+                    modality=study.modality,
+                    findings=findings,
+                    tumour=tumour,
+                    treatments=self._treatments(study, findings, tumour, tr_prob[i], contexts[i], full),
+                    report=reports[i],
+                    tokens=tokens[i],
+                    token_probs=[float(p) for p in rows[i][1]],
+                    latency_ms=_stage_ms(clock) if full else {},
+                    ood_score=oods[i][0],
+                    ood_flag=oods[i][1],
+                    tumour_subtype=dict(zip(TUMOUR_SUBTYPES, s_prob[i], strict=True)),
+                    ood_threshold=self.ood_threshold(study.modality),
+                    ood_method="guard_probe" if self.ood_probe is not None else "mahalanobis",
+                    truncated=rows[i][2],
+                    token_limit=budget,
+                    report_conflicts=(
+                        self.report_conflicts(study.modality, findings, tumour, reports[i]) if full else []
+                    ),
+                )
+            )
+        return out
 
     def _treatments(
-        self, study: Study, findings: dict[str, float], tumour: dict[str, float], probs: list[float], context
+        self,
+        study: Study,
+        findings: dict[str, float],
+        tumour: dict[str, float],
+        probs: list[float],
+        context: PatientContext,
+        reasons: bool = True,
     ) -> list[TreatmentSuggestion]:
         """All formulary items, most probable first, each with the rulebook's reason on the model's findings
-        and whether the rulebook supports it there (``split_treatments`` decides what is shown)."""
+        and whether the rulebook supports it there (``split_treatments`` decides what is shown).
+        ``reasons=False`` (batched evaluation): probabilities only."""
+        if not reasons:
+            items = (
+                TreatmentSuggestion(name=n, probability=float(p), reason="")
+                for n, p in zip(TREATMENTS, probs, strict=True)
+            )
+            return sorted(items, key=lambda t: -t.probability)
         thresholds = self.finding_thresholds  # the heads' "present" calls, as the report states them
         present = (
             [Finding(name=n) for n, p in findings.items() if p >= thresholds.get(n, 0.5)]
@@ -391,6 +351,14 @@ class Predictor:
         lm_logits = self.model.decoder(ids, torch.ones_like(ids), memory)  # as ``predict`` conditions it
         logits = lm_logits[0, positions - 1]  # (T, V): logits at p - 1 predict the token at p
         return torch.softmax(logits.float(), -1).cpu().numpy()
+
+
+def _stage_ms(clock: list[float]) -> dict[str, float]:
+    """Milliseconds per stage from the five clock readings of ``Predictor._predict``."""
+    ms = [round((b - a) * 1e3, 3) for a, b in zip(clock[:-1], clock[1:], strict=True)]
+    return dict(zip(("preprocess", "encode", "heads", "decode"), ms, strict=True)) | {
+        "total": round((clock[-1] - clock[0]) * 1e3, 3)
+    }
 
 
 def _finding_thresholds(card: dict) -> dict[str, float]:

@@ -70,13 +70,11 @@ def cases_from_split(limit: int | None = None, run: dict | None = None) -> list[
 
 
 def _predict(predictor, cases: Sequence[ValCase], cfg: CheckConfig) -> list:
-    from model.evaluate.batched import predict_batch
-
     style = ReportStyle(detail=cfg.detail, max_new_tokens=cfg.max_new_tokens)
     out = []
     for start in range(0, len(cases), cfg.batch_size):
         chunk = cases[start : start + cfg.batch_size]
-        out += predict_batch(predictor, [c.study for c in chunk], [c.context for c in chunk], style)
+        out += predictor.predict_batch([c.study for c in chunk], [c.context for c in chunk], style)
     return out
 
 
@@ -107,7 +105,7 @@ def collapse_check(preds, cases, cfg: CheckConfig) -> dict:
 
 
 def ood_check(predictor, cases, cfg: CheckConfig) -> dict:
-    from model.inference import OOD_KEYS, ood_scores, pooled_features
+    from model.ood import OOD_KEYS, ood_scores, pooled_features
 
     extras = getattr(predictor, "extras", {}) or {}
     if not all(k in extras for k in OOD_KEYS):
