@@ -24,3 +24,11 @@ def test_cli_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for name in COMMANDS:
         assert name in out
+
+
+def test_training_never_imports_the_serving_module():
+    """OOD statistics live in model/ood.py (issue 9): training and data code do not need the Predictor."""
+    pattern = re.compile(r"^\s*(from model\.inference import|import model\.inference)", re.M)
+    folders = [ROOT / "model" / d for d in ("distill", "data", "networks")] + [ROOT / "model" / "ood.py"]
+    files = [p for f in folders for p in ([f] if f.is_file() else f.rglob("*.py"))]
+    assert files and [p.name for p in files if pattern.search(p.read_text())] == []

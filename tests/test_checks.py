@@ -81,8 +81,9 @@ def test_baseline_check_golden():
 
 
 def _tiny_predictor(seed: int = 0):
-    from model.inference import Predictor, fit_ood_stats
+    from model.inference import Predictor
     from model.networks import TINY_PRESETS, build_model, build_tokenizer
+    from model.ood import fit_ood_stats
 
     tok = build_tokenizer(["Normal study.", "Small left pleural effusion."])
     torch.manual_seed(seed)

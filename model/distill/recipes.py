@@ -107,7 +107,7 @@ def finetune_heads(
 
 def _ood_extras(model, val: TensorSet) -> dict[str, torch.Tensor]:
     """Mahalanobis statistics of pooled features on the validation images (for Prediction.ood_score)."""
-    from model.inference import fit_ood_stats
+    from model.ood import fit_ood_stats
 
     images = val.images.float() / 255.0
     return fit_ood_stats(model, images, val.context)

@@ -134,7 +134,7 @@ def probe_scores(params: dict[str, torch.Tensor], x: np.ndarray) -> np.ndarray:
 
 def model_features(predictor, studies: list) -> np.ndarray:
     """(N, C) pooled features of studies, as Predictor.predict computes them."""
-    from model.inference import pooled_features
+    from model.ood import pooled_features
 
     x = torch.stack([predictor.image_tensor(s)[0] for s in studies]) if studies else torch.zeros(0, 1, 8, 8)
     return pooled_features(predictor.model, x, batch_size=64).float().numpy()
