@@ -222,7 +222,7 @@ def run_app(rasters, dicoms, n_files: int) -> dict:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from components.model_store import build_demo_checkpoints
+    from model.demo import build_demo_checkpoints
 
     ckpt = Path(tempfile.mkdtemp())
     build_demo_checkpoints(ckpt)

@@ -3,7 +3,8 @@
 Resolution order:
 1. ``$MEDDISTILL_CHECKPOINTS/{teacher,student,student_nokd}`` (tests, experiments);
 2. the shipped ``assets/checkpoints/{teacher,student,student_nokd}``;
-3. tiny random-weight checkpoints built on the fly into a temp dir, labelled "untrained demo weights".
+3. tiny random-weight checkpoints built on the fly into a temp dir (``model.demo``, named presets),
+   labelled "untrained demo weights".
 
 Predictors are never mutated after loading; each keeps a ``lock`` that Grad-CAM holds while its hooks
 are on the shared model.
@@ -80,58 +81,10 @@ def _dir_key(dirs: dict[str, Path]) -> str:
     return ";".join(parts)
 
 
-def build_demo_checkpoints(out_dir: Path) -> dict[str, Path]:
-    """Tiny random-weight teacher and student checkpoints (so the app runs before training ends)."""
-    from model.checkpoints import save_checkpoint
-    from model.networks import TINY_PRESETS, build_model, build_tokenizer
-
-    texts = _demo_texts()
-    tokenizer = build_tokenizer(texts)
-    presets = list(TINY_PRESETS.items())
-    dirs = {}
-    for i, model_id in enumerate(REQUIRED):
-        name, cfg = presets[min(i, len(presets) - 1)]
-        if hasattr(cfg, "vocab_size") and cfg.vocab_size != len(tokenizer):
-            import dataclasses
-
-            cfg = dataclasses.replace(cfg, vocab_size=len(tokenizer))
-        model = build_model(cfg)
-        card = {
-            "model_id": model_id,
-            "arch_name": name,
-            "training_data": "none: untrained demo weights (random initialisation)",
-            "untrained": True,
-        }
-        d = out_dir / model_id
-        save_checkpoint(d, model, tokenizer, card, {})
-        dirs[model_id] = d
-    return dirs
-
-
-def _demo_texts() -> list[str]:
-    try:
-        import numpy as np
-
-        from model.data.phantom import sample_truth
-        from model.data.reports import write_reports
-
-        rng = np.random.default_rng(0)
-        texts = []
-        for i in range(60):
-            truth = sample_truth(rng, "CXR" if i % 2 else "CT", f"demo{i}")
-            texts.extend(write_reports(truth, rng).values())
-        return texts
-    except Exception:  # reports module not there yet: a fixed mini corpus
-        return [
-            "The heart size is normal. The lungs are clear. No pleural effusion or pneumothorax.",
-            "Cardiomegaly. Small right pleural effusion. No pneumothorax.",
-            "A spiculated nodule in the right upper zone, suspicious for malignancy.",
-            "A smooth benign-appearing lesion. No lymphadenopathy.",
-        ]
-
-
 @st.cache_resource(show_spinner=False)
 def _demo_dirs() -> dict[str, Path]:
+    from model.demo import build_demo_checkpoints
+
     return build_demo_checkpoints(Path(tempfile.mkdtemp(prefix="meddistill_demo_")))
 
 

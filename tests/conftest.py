@@ -20,7 +20,7 @@ def ckpt_dir(tmp_path_factory) -> Path:
 
     Shared: do not write into it. A module that needs more (a training log, ...) overrides this fixture.
     """
-    from components.model_store import build_demo_checkpoints
+    from model.demo import build_demo_checkpoints
 
     d = tmp_path_factory.mktemp("demo_ckpt")
     build_demo_checkpoints(d)

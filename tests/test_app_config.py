@@ -116,7 +116,7 @@ def test_no_request_leaves_localhost(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_app import CHROMIUM, IDLE_JS, PAGES, free_port, start_server, wait_health
 
-    from components.model_store import build_demo_checkpoints
+    from model.demo import build_demo_checkpoints
 
     ckpt = tmp_path / "ckpt"
     build_demo_checkpoints(ckpt)

@@ -19,7 +19,7 @@ APP = Path(__file__).resolve().parents[1] / "app.py"
 
 @pytest.fixture(scope="module")
 def ckpt_dir(tmp_path_factory):
-    from components.model_store import build_demo_checkpoints
+    from model.demo import build_demo_checkpoints
 
     d = tmp_path_factory.mktemp("ckpt")
     build_demo_checkpoints(d)

@@ -34,7 +34,7 @@ def _png_bytes(seed: int) -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("playwright.sync_api")
-    from components.model_store import build_demo_checkpoints
+    from model.demo import build_demo_checkpoints
 
     ckpt = tmp_path_factory.mktemp("ckpt")
     build_demo_checkpoints(ckpt)

@@ -231,7 +231,7 @@ def test_token_divergence_same_model_is_zero_and_differs_otherwise():
 
 @pytest.fixture(scope="module")
 def predictors(tmp_path_factory):
-    from components.model_store import build_demo_checkpoints
+    from model.demo import build_demo_checkpoints
     from model.inference import Predictor
 
     dirs = build_demo_checkpoints(tmp_path_factory.mktemp("ckpt"))

@@ -15,7 +15,7 @@ from model.types import ReportStyle, Study
 
 @pytest.fixture(scope="module")
 def predictors(tmp_path_factory):
-    from components.model_store import build_demo_checkpoints
+    from model.demo import build_demo_checkpoints
     from model.inference import Predictor
 
     dirs = build_demo_checkpoints(tmp_path_factory.mktemp("ckpt"))
