@@ -235,9 +235,75 @@ def fit(
     only). ``stage`` names the log lines and the resumable state (one per stage).
     """
     env = env or ddp.DistEnv()
-    run_dir = Path(run_dir)
-    state_dir = run_dir / f"stage_{stage}"
     epochs = tcfg.epochs if epochs is None else epochs
+    loop = _start(
+        model, len(train), tcfg, Path(run_dir), env, projector, resume, stage, trainable, lr, epochs
+    )
+    loop.pbar = tqdm(
+        total=loop.total_steps,
+        initial=loop.step,
+        desc=f"{loop.run_dir.name}:{stage}",
+        disable=not (env.is_main and show_progress),
+        dynamic_ncols=True,
+    )
+    while loop.epoch < epochs and loop.step < loop.total_steps and not loop.stopped_early:
+        if not _train_epoch(loop, train, dcfg) and loop.step < loop.total_steps:
+            break  # nothing left to do in this epoch (should not happen)
+        _end_epoch(loop, val, dcfg, show_progress)
+    return _finish(loop, trainable)
+
+
+@dataclass
+class _Loop:
+    """What one ``fit`` call carries from step to step (mutable; never outlives the call)."""
+
+    model: nn.Module
+    module: TrainModule  # model + FitNets projector
+    dmodule: nn.Module  # ``module`` wrapped for DDP (itself on one process)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    schedule: list[Callable[[int], float]]  # [lr multiplier]: replaced when a time budget shortens the run
+    sampler: DistributedSampler
+    tcfg: TrainConfig
+    env: ddp.DistEnv
+    stage: str
+    run_dir: Path
+    state_dir: Path  # resumable state and best weights of this stage
+    steps_per_epoch: int
+    total_steps: int  # may shrink under ``tcfg.time_budget_s``
+    planned_steps: int
+    progress: dict  # epoch, step, step_in_epoch, best_val, best_epoch, bad_epochs (saved with the state)
+    history: list[dict]  # validation lines
+    step: int
+    start_step: int  # where this call began (resume)
+    epoch: int
+    stopped_early: bool
+    t0: float
+    pbar: tqdm | None = None
+
+    @property
+    def best_path(self) -> Path:
+        return self.state_dir / "best.safetensors"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / LOG_NAME
+
+
+def _start(
+    model: nn.Module,
+    n_train: int,
+    tcfg: TrainConfig,
+    run_dir: Path,
+    env: ddp.DistEnv,
+    projector: nn.Module | None,
+    resume: bool,
+    stage: str,
+    trainable: Callable[[str], bool] | None,
+    lr: float | None,
+    epochs: int,
+) -> _Loop:
+    """Seed, freeze, wrap, build the optimizer / sampler / schedule, and resume a saved state."""
     torch.manual_seed(tcfg.seed + env.rank)  # dropout differs per replica; weights are broadcast
     if trainable is not None:
         for name, p in model.named_parameters():
@@ -248,16 +314,14 @@ def fit(
     dmodule = ddp.wrap(module, env)
     optimizer = torch.optim.AdamW(param_groups(module, tcfg.weight_decay), lr=lr or tcfg.lr)
     sampler = DistributedSampler(
-        range(len(train)), num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=tcfg.seed
+        range(n_train), num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=tcfg.seed
     )
     steps_per_epoch = math.ceil(len(sampler) / tcfg.batch_size)
     total_steps = epochs * steps_per_epoch
     if tcfg.max_steps is not None and stage == "joint":
         total_steps = min(total_steps, tcfg.max_steps)
-    planned_steps = total_steps
-    schedule = [lr_lambda(total_steps, tcfg)]  # replaced when a time budget shortens the run
+    schedule = [lr_lambda(total_steps, tcfg)]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule[0](s))
-
     progress = {
         "epoch": 0,
         "step": 0,
@@ -267,129 +331,176 @@ def fit(
         "bad_epochs": 0,
     }
     history: list[dict] = []
+    state_dir = run_dir / f"stage_{stage}"
     if resume and has_train_state(state_dir):
         progress = load_train_state(state_dir, module, optimizer, scheduler)
         history = progress.pop("history", [])
-    best_path = state_dir / "best.safetensors"
-    log_path = run_dir / LOG_NAME
-    t0 = time.perf_counter()
-    step = start_step = progress["step"]
-    stopped_early = progress.get("stopped_early", False)
-    pbar = tqdm(
-        total=total_steps,
-        initial=step,
-        desc=f"{run_dir.name}:{stage}",
-        disable=not (env.is_main and show_progress),
-        dynamic_ncols=True,
+    return _Loop(
+        model=model,
+        module=module,
+        dmodule=dmodule,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        schedule=schedule,
+        sampler=sampler,
+        tcfg=tcfg,
+        env=env,
+        stage=stage,
+        run_dir=run_dir,
+        state_dir=state_dir,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        planned_steps=total_steps,
+        progress=progress,
+        history=history,
+        step=progress["step"],
+        start_step=progress["step"],
+        epoch=progress["epoch"],
+        stopped_early=progress.get("stopped_early", False),
+        t0=time.perf_counter(),
     )
-    epoch = progress["epoch"]
-    while epoch < epochs and step < total_steps and not stopped_early:
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
-        detail = train.detail_for_epoch(epoch, tcfg.seed)
-        skip = progress["step_in_epoch"]  # resuming mid-epoch: the order is deterministic, skip done batches
-        dmodule.train()
-        for bi in range(skip, steps_per_epoch):
-            if step >= total_steps:
-                break
-            idx = order[bi * tcfg.batch_size : (bi + 1) * tcfg.batch_size]
-            if train.detail_mode == "random":  # one detail level per batch: less padding, ~2x cheaper decoder
-                detail[idx] = int(detail[idx[0]])
-            b = train.batch(idx, detail)
-            if tcfg.augment != "off":  # intensity jitter per step (issue 11); the TensorSet stays clean
-                rows = [tcfg.augment == "all" or is_real_source(train.sources[i] if train.sources else "")
-                        for i in idx.tolist()]  # fmt: skip
-                b["images"] = jitter_batch(b["images"], rows, (tcfg.seed, epoch, step))
-            out = dmodule(b)
-            terms = distillation_loss(out, b.get("teacher"), b, dcfg, hint_projector=module.projector)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            gnorm = None
-            if tcfg.grad_clip > 0:
-                gnorm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), tcfg.grad_clip))
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            progress["step_in_epoch"] = bi + 1
-            if tcfg.time_budget_s and (step - start_step) % 25 == 0:
-                # fit the schedule to the steps the budget allows at the measured speed (the speed
-                # of a shared CPU changes: re-fit every 25 steps, never past the planned total)
-                per_step = (time.perf_counter() - t0) / (step - start_step)
-                fits = step + int((tcfg.time_budget_s - (time.perf_counter() - t0)) / per_step)
-                new_total = max(step + 1, min(planned_steps, fits))
-                if abs(new_total - total_steps) > 2:
-                    total_steps = new_total
-                    schedule[0] = lr_lambda(total_steps, tcfg)
-                    pbar.total = total_steps
-            if step % tcfg.log_every == 0 or step == total_steps or bi == steps_per_epoch - 1:
-                vals = ddp.all_reduce_mean({k: float(v.detach()) for k, v in terms.items()}, env)
-                if env.is_main:
-                    line = {
-                        "stage": stage,
-                        "split": "train",
-                        "epoch": epoch,
-                        "step": step,
-                        "lr": scheduler.get_last_lr()[0],
-                        "elapsed_s": round(time.perf_counter() - t0, 1),
-                    }
-                    line.update({k: round(v, 6) for k, v in vals.items()})
-                    if gnorm is not None:
-                        line["grad_norm"] = round(gnorm, 4)
-                    _append_jsonl(log_path, line)
-                    pbar.set_postfix(
-                        {
-                            k: f"{vals[k]:.3f}"
-                            for k in ("total", "ce_report", "bce_findings", "kd_tokens")
-                            if vals.get(k)
-                        }
-                    )
-            pbar.update(1)
-        epoch_done = progress["step_in_epoch"] >= steps_per_epoch
-        if not epoch_done and step < total_steps:
-            break  # nothing left to do in this epoch (should not happen)
-        metrics = validate(model, val, dcfg)
-        line = {"stage": stage, "split": "val", "epoch": epoch, "step": step}
-        line.update({k: round(v, 6) for k, v in metrics.items()})
-        history.append(line)
-        score = metrics["val_total"]
-        if progress["best_val"] is None or score < progress["best_val"] - 1e-6:
-            progress.update(best_val=score, best_epoch=epoch, bad_epochs=0)
-            if env.is_main:
-                state_dir.mkdir(parents=True, exist_ok=True)
-                save_weights(model, best_path)
-        else:
-            progress["bad_epochs"] += 1
-            stopped_early = progress["bad_epochs"] >= tcfg.patience
-        if epoch_done:  # else the budget ended mid-epoch: keep the position so --resume continues there
-            epoch += 1
-            progress["step_in_epoch"] = 0
-        progress.update(epoch=epoch, step=step, stopped_early=stopped_early)
-        if env.is_main:
-            _append_jsonl(log_path, line)
-            if show_progress:
-                tqdm.write(
-                    f"[{stage}] epoch {line['epoch']}: "
-                    + ", ".join(f"{k[4:]}={v:.4f}" for k, v in metrics.items())
-                )
-            save_train_state(state_dir, module, optimizer, scheduler, {**progress, "history": history})
-        ddp.barrier(env)
-    pbar.close()
-    ddp.barrier(env)
-    if tcfg.bf16:
+
+
+def _train_epoch(loop: _Loop, train: TensorSet, dcfg: DistillConfig) -> bool:
+    """The epoch's remaining batches (all of them, or until the step budget ends); True when the epoch
+    ran to its end."""
+    tcfg = loop.tcfg
+    loop.sampler.set_epoch(loop.epoch)
+    order = torch.tensor(list(iter(loop.sampler)), dtype=torch.long)
+    detail = train.detail_for_epoch(loop.epoch, tcfg.seed)
+    skip = loop.progress["step_in_epoch"]  # resuming mid-epoch: the order is deterministic, skip done batches
+    loop.dmodule.train()
+    for bi in range(skip, loop.steps_per_epoch):
+        if loop.step >= loop.total_steps:
+            break
+        idx = order[bi * tcfg.batch_size : (bi + 1) * tcfg.batch_size]
+        terms, gnorm = _train_step(loop, _train_batch(loop, train, idx, detail), dcfg)
+        loop.progress["step_in_epoch"] = bi + 1
+        if tcfg.time_budget_s and (loop.step - loop.start_step) % 25 == 0:
+            _refit_to_budget(loop)
+        if loop.step % tcfg.log_every == 0 or loop.step == loop.total_steps or bi == loop.steps_per_epoch - 1:
+            _log_train(loop, terms, gnorm)
+        loop.pbar.update(1)
+    return loop.progress["step_in_epoch"] >= loop.steps_per_epoch
+
+
+def _train_batch(loop: _Loop, train: TensorSet, idx: torch.Tensor, detail: torch.Tensor) -> dict:
+    """The batch at ``idx``: one detail level per batch, intensity jitter per step when configured."""
+    tcfg = loop.tcfg
+    if train.detail_mode == "random":  # one detail level per batch: less padding, ~2x cheaper decoder
+        detail[idx] = int(detail[idx[0]])
+    b = train.batch(idx, detail)
+    if tcfg.augment != "off":  # intensity jitter per step (issue 11); the TensorSet stays clean
+        rows = [tcfg.augment == "all" or is_real_source(train.sources[i] if train.sources else "")
+                for i in idx.tolist()]  # fmt: skip
+        b["images"] = jitter_batch(b["images"], rows, (tcfg.seed, loop.epoch, loop.step))
+    return b
+
+
+def _train_step(loop: _Loop, b: dict, dcfg: DistillConfig) -> tuple[dict[str, torch.Tensor], float | None]:
+    """Forward, every loss term, backward, clip, optimizer and schedule step: (terms, grad norm or None)."""
+    out = loop.dmodule(b)
+    terms = distillation_loss(out, b.get("teacher"), b, dcfg, hint_projector=loop.module.projector)
+    loop.optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    gnorm = None
+    if loop.tcfg.grad_clip > 0:
+        gnorm = float(torch.nn.utils.clip_grad_norm_(loop.module.parameters(), loop.tcfg.grad_clip))
+    loop.optimizer.step()
+    loop.scheduler.step()
+    loop.step += 1
+    return terms, gnorm
+
+
+def _refit_to_budget(loop: _Loop) -> None:
+    """Fit the schedule to the steps the time budget allows at the measured speed (the speed of a
+    shared CPU changes: re-fitted every 25 steps, never past the planned total)."""
+    done = loop.step - loop.start_step
+    per_step = (time.perf_counter() - loop.t0) / done
+    fits = loop.step + int((loop.tcfg.time_budget_s - (time.perf_counter() - loop.t0)) / per_step)
+    new_total = max(loop.step + 1, min(loop.planned_steps, fits))
+    if abs(new_total - loop.total_steps) > 2:
+        loop.total_steps = new_total
+        loop.schedule[0] = lr_lambda(new_total, loop.tcfg)
+        loop.pbar.total = new_total
+
+
+def _log_train(loop: _Loop, terms: dict[str, torch.Tensor], gnorm: float | None) -> None:
+    """One train line (every term, averaged over replicas) in the JSON-lines log; the progress bar."""
+    vals = ddp.all_reduce_mean({k: float(v.detach()) for k, v in terms.items()}, loop.env)
+    if not loop.env.is_main:
+        return
+    line = {
+        "stage": loop.stage,
+        "split": "train",
+        "epoch": loop.epoch,
+        "step": loop.step,
+        "lr": loop.scheduler.get_last_lr()[0],
+        "elapsed_s": round(time.perf_counter() - loop.t0, 1),
+    }
+    line.update({k: round(v, 6) for k, v in vals.items()})
+    if gnorm is not None:
+        line["grad_norm"] = round(gnorm, 4)
+    _append_jsonl(loop.log_path, line)
+    shown = ("total", "ce_report", "bce_findings", "kd_tokens")
+    loop.pbar.set_postfix({k: f"{vals[k]:.3f}" for k in shown if vals.get(k)})
+
+
+def _end_epoch(loop: _Loop, val: TensorSet, dcfg: DistillConfig, show_progress: bool) -> None:
+    """Validate, keep the best weights, count bad epochs for early stopping, save the resumable state."""
+    progress = loop.progress
+    epoch_done = progress["step_in_epoch"] >= loop.steps_per_epoch
+    metrics = validate(loop.model, val, dcfg)
+    line = {"stage": loop.stage, "split": "val", "epoch": loop.epoch, "step": loop.step}
+    line.update({k: round(v, 6) for k, v in metrics.items()})
+    loop.history.append(line)
+    score = metrics["val_total"]
+    if progress["best_val"] is None or score < progress["best_val"] - 1e-6:
+        progress.update(best_val=score, best_epoch=loop.epoch, bad_epochs=0)
+        if loop.env.is_main:
+            loop.state_dir.mkdir(parents=True, exist_ok=True)
+            save_weights(loop.model, loop.best_path)
+    else:
+        progress["bad_epochs"] += 1
+        loop.stopped_early = progress["bad_epochs"] >= loop.tcfg.patience
+    if epoch_done:  # else the budget ended mid-epoch: keep the position so --resume continues there
+        loop.epoch += 1
+        progress["step_in_epoch"] = 0
+    progress.update(epoch=loop.epoch, step=loop.step, stopped_early=loop.stopped_early)
+    if loop.env.is_main:
+        _append_jsonl(loop.log_path, line)
+        if show_progress:
+            tqdm.write(
+                f"[{loop.stage}] epoch {line['epoch']}: "
+                + ", ".join(f"{k[4:]}={v:.4f}" for k, v in metrics.items())
+            )
+        state = {**progress, "history": loop.history}
+        save_train_state(loop.state_dir, loop.module, loop.optimizer, loop.scheduler, state)
+    ddp.barrier(loop.env)
+
+
+def _finish(loop: _Loop, trainable: Callable[[str], bool] | None) -> FitResult:
+    """Back to the plain memory layout, the best weights loaded, every parameter trainable again."""
+    loop.pbar.close()
+    ddp.barrier(loop.env)
+    model = loop.model
+    if loop.tcfg.bf16:
         model.to(memory_format=torch.contiguous_format)  # checkpoints and inference use plain layout
-    if best_path.is_file():
-        load_weights(model, best_path)
+    if loop.best_path.is_file():
+        load_weights(model, loop.best_path)
     if trainable is not None:
         for p in model.parameters():
             p.requires_grad_(True)
-    best = next((h for h in history if h["epoch"] == progress["best_epoch"]), history[-1] if history else {})
+    history = loop.history
+    best_epoch = loop.progress["best_epoch"]
+    best = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
     return FitResult(
-        best_epoch=progress["best_epoch"],
+        best_epoch=best_epoch,
         best_metrics={k: v for k, v in best.items() if k.startswith("val_")},
-        steps=step,
-        epochs_run=epoch,
-        stopped_early=stopped_early,
-        wall_s=time.perf_counter() - t0,
+        steps=loop.step,
+        epochs_run=loop.epoch,
+        stopped_early=loop.stopped_early,
+        wall_s=time.perf_counter() - loop.t0,
         history=history,
     )
 
