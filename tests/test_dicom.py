@@ -1,7 +1,8 @@
 """model.data.dicom: damaged files are called damaged (before the modality rule), messages carry no
 exception class names, and pydicom's log records -- from child loggers too -- never leave a read.
 
-Builders (``make_dicom``, ``bundled``, the fake identifiers) are shared with test_imaging.py.
+Also every DICOM path through ``load_study``: pydicom's bundled files and files made here (LUTs, windows,
+transfer syntaxes, frames, no identifiers out). Builders live in imaging_builders.py.
 """
 
 from __future__ import annotations
@@ -12,11 +13,21 @@ import re
 import warnings
 
 import numpy as np
+import pydicom
 import pytest
-from test_imaging import BAD_INPUTS, ID_STRINGS, bundled, make_dicom
+from imaging_builders import BAD_INPUTS, ID_STRINGS, bundled, make_dicom, truncate
+from pydicom.dataset import Dataset
 
 from model.data import dicom, imaging
-from model.data.imaging import CorruptImageError, ImageLoadError, NoPixelDataError, load_study
+from model.data.imaging import (
+    WINDOW_PRESETS,
+    CorruptImageError,
+    ImageLoadError,
+    NoPixelDataError,
+    apply_window,
+    auto_window,
+    load_study,
+)
 
 # A CamelCase word ending like an exception class (OSError, UFuncTypeError, InvalidDicomError...).
 CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception|Warning)\b")
@@ -238,3 +249,169 @@ def test_png_holding_dicm_near_128_is_still_a_png():
     assert abs(data.find(b"DICM") - 128) <= imaging.DICM_SLACK
     assert imaging.sniff(data) == "png"
     assert load_study(data, "text.png").pixels.shape == (8, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# DICOM: real bundled files
+
+
+def test_ct_small_modality_lut_and_default_window():
+    data = bundled("CT_small.dcm")
+    study = load_study(data, "CT_small.dcm")
+    stored = pydicom.dcmread(io.BytesIO(data)).pixel_array.astype(np.float32)
+    np.testing.assert_allclose(study.raw, stored - 1024.0)  # slope 1, intercept -1024 -> HU
+    assert study.modality == "CT" and study.window == WINDOW_PRESETS[imaging.DEFAULT_CT_WINDOW]
+    assert study.pixel_spacing == pytest.approx((0.661468, 0.661468))
+    assert study.pixels.dtype == np.float32 and 0.0 <= study.pixels.min() <= study.pixels.max() <= 1.0
+    assert study.meta["Modality"] == "CT" and study.meta["Rows"] == "128"
+    assert "CompressedSamples" not in repr(study)  # CT_small's patient name
+
+
+@pytest.mark.parametrize("preset", ["bone", "mediastinum", (40.0, 400.0)])
+def test_window_argument_and_apply_window_agree(preset):
+    data = bundled("CT_small.dcm")
+    loaded = load_study(data, "ct.dcm", window=preset)
+    rewindowed = apply_window(load_study(data, "ct.dcm"), preset)
+    expected = WINDOW_PRESETS[preset] if isinstance(preset, str) else preset
+    assert loaded.window == rewindowed.window == expected
+    np.testing.assert_array_equal(loaded.pixels, rewindowed.pixels)
+
+
+def test_file_window_is_used():
+    study = load_study(bundled("693_J2KI.dcm"), "j2k.dcm")  # JPEG 2000 CT with W/C 40/100 in the file
+    assert study.window == (40.0, 100.0) and study.meta["Transfer syntax"].startswith("JPEG 2000")
+    assert study.pixels.shape == (512, 512)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_bigendian.dcm",
+    ],
+)
+def test_lossless_transfer_syntaxes_match_uncompressed(variant):
+    ref = load_study(bundled("MR_small.dcm"), "mr.dcm", modality_hint="CT")
+    got = load_study(bundled(variant), variant, modality_hint="CT")
+    np.testing.assert_array_equal(got.raw, ref.raw)
+    assert got.window == ref.window == (600.0, 1600.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [("JPGExtended.dcm", "CXR"), ("SC_rgb_jpeg.dcm", "CXR"), ("examples_palette.dcm", "CXR")],
+)
+def test_other_modalities_best_effort_with_hint(name, hint):
+    study = load_study(bundled(name), name, modality_hint=hint)
+    assert study.modality == hint and study.pixels.ndim == 2
+    assert any("best effort" in w for w in study.warnings)
+    assert 0.0 <= study.pixels.min() < study.pixels.max() <= 1.0
+
+
+def test_real_multiframe_file():
+    first = load_study(bundled("rtdose.dcm"), "dose.dcm", modality_hint="CT", frame=0)
+    last = load_study(bundled("rtdose.dcm"), "dose.dcm", modality_hint="CT", frame=14)
+    assert first.n_frames == last.n_frames == 15 and first.meta["Frames"] == "15"
+    assert not np.array_equal(first.raw, last.raw)
+
+
+# ----------------------------------------------------------------------------------------------
+# DICOM: files made here
+
+
+@pytest.mark.parametrize(("code", "expected"), [("CR", "CXR"), ("DX", "CXR"), ("DR", "CXR"), ("CT", "CT")])
+def test_modality_mapping(code, expected):
+    study = load_study(make_dicom(modality=code, identifiers=False), "m.dcm")
+    assert study.modality == expected and study.meta["Modality"] == code
+
+
+def test_hint_never_overrides_a_supported_file_modality():
+    study = load_study(make_dicom(modality="DX", identifiers=False), "m.dcm", modality_hint="CT")
+    assert study.modality == "CXR" and any("ignored" in w for w in study.warnings)
+
+
+def test_non_ct_without_window_uses_percentiles():
+    study = load_study(make_dicom(modality="DX", rescale=None, identifiers=False), "dx.dcm")
+    assert study.window == pytest.approx(auto_window(study.raw))
+    assert study.pixel_spacing == (0.5, 0.7)
+
+
+def test_monochrome1_is_inverted():
+    pixels = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 60) + 24
+    kw = dict(pixels=pixels, window=(-100.0, 2000.0), identifiers=False)
+    mono2 = load_study(make_dicom(photometric="MONOCHROME2", **kw), "m2.dcm")
+    mono1 = load_study(make_dicom(photometric="MONOCHROME1", **kw), "m1.dcm")
+    np.testing.assert_array_equal(mono1.raw, mono2.raw)
+    np.testing.assert_allclose(mono1.pixels, 1.0 - mono2.pixels, atol=1e-6)
+    assert mono1.pixels[0, 0] > mono1.pixels[-1, -1]  # low values are bright in MONOCHROME1
+    np.testing.assert_allclose(apply_window(mono1, "bone").pixels, 1.0 - apply_window(mono2, "bone").pixels)
+
+
+def test_multiframe_frame_choice():
+    frames = np.stack([np.full((6, 5), 1024 + 100 * i, np.uint16) for i in range(3)])
+    data = make_dicom(frames, identifiers=False)
+    for i in range(3):
+        study = load_study(data, "mf.dcm", frame=i)
+        assert study.n_frames == 3 and study.pixels.shape == (6, 5)
+        np.testing.assert_allclose(study.raw, 100.0 * i)  # HU after intercept -1024
+    with pytest.raises(ImageLoadError, match="3 frame"):
+        load_study(data, "mf.dcm", frame=3)
+
+
+def test_dicom_without_preamble_parses_when_it_clearly_is_one():
+    data = make_dicom(identifiers=False, preamble=False)
+    assert data[128:132] != b"DICM"
+    study = load_study(data, "bare")
+    assert study.modality == "CT" and study.pixels.shape == (8, 8)
+
+
+def test_voi_lut_sequence_table():
+    lut = Dataset()
+    lut.LUTDescriptor = [4096, 0, 16]
+    lut.LUTData = (np.arange(4096, dtype=np.uint16) * 16).tobytes()
+    seq = pydicom.Sequence([lut])
+    pixels = np.arange(64, dtype=np.uint16).reshape(8, 8) * 60
+    study = load_study(
+        make_dicom(pixels, rescale=None, extra={"VOILUTSequence": seq}, identifiers=False), "v"
+    )
+    assert study.window is None
+    np.testing.assert_allclose(study.pixels, pixels * 16 / 65535.0, atol=1e-5)  # LUT output is 16-bit
+
+
+def test_no_identifiers_leave_the_loader(caplog):
+    with warnings.catch_warnings():  # building the file: pydicom itself warns with the bad value
+        warnings.simplefilter("ignore")
+        data = make_dicom(extra={"PatientAge": "Zzfakeperson"})  # invalid AS value: pydicom warns on read
+        failing = [
+            make_dicom(modality="MR"),
+            make_dicom(with_pixels=False),
+            make_dicom(rows=60_000, cols=60_000, pixel_bytes=b"\0" * 8),
+            truncate(make_dicom(), 0.4),
+            truncate(make_dicom(np.zeros((32, 32), np.uint16)), 0.8),
+        ]
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study = load_study(data, "identified.dcm")
+        apply_window(study, "lung")
+        texts = [repr(study), str(study.meta), study.source, *study.warnings]
+        for bad in failing:
+            with pytest.raises(ImageLoadError) as info:
+                load_study(bad, "identified.dcm")
+            texts.append(str(info.value))
+    texts += [caplog.text, *(str(w.message) for w in caught)]
+    for secret in ID_STRINGS:
+        for text in texts:
+            assert secret not in text
+    assert set(study.meta) <= {*imaging_meta_labels(), "Window (C/W)", "Pixel spacing (mm)"}
+    assert study.meta["Scanner model"] == "TestScanner 3000"
+
+
+def imaging_meta_labels() -> set[str]:
+    from model.data.dicom import META_WHITELIST
+
+    return {*META_WHITELIST.values(), "Frames", "Transfer syntax", "Rescale (slope, intercept)"}
