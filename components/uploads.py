@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from components.escaping import plain_name
 
-MAX_CACHE_BYTES = 256 * 2**20  # all sessions together; least recently used bytes go first
+MAX_CACHE_BYTES = 128 * 2**20  # all sessions together; least recently used bytes go first
+TTL_SECONDS = 30 * 60  # bytes not asked for this long are dropped (memory returns after sessions end)
 MAX_KEPT_PER_SESSION = 8  # records per session (oldest forgotten first)
 
 
@@ -31,25 +33,42 @@ class KeptUpload:
 class ByteCache:
     """A thread-safe LRU of bytes by sha256, bounded by total size."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, ttl: float = TTL_SECONDS, clock=time.monotonic) -> None:
         self.max_bytes = max_bytes
+        self.ttl = ttl
+        self._clock = clock
         self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._used: dict[str, float] = {}  # sha -> last put/get time
         self._lock = threading.Lock()
+
+    def _expire(self) -> None:  # caller holds the lock; least recently used first, so stop at a fresh one
+        now = self._clock()
+        while self._items:
+            sha = next(iter(self._items))
+            if now - self._used[sha] <= self.ttl:
+                break
+            self._items.popitem(last=False)
+            del self._used[sha]
 
     def put(self, sha: str, data: bytes) -> None:
         if len(data) > self.max_bytes:
             return  # never held; the picker asks for the file again if it is needed after a page switch
         with self._lock:
+            self._expire()
             self._items[sha] = data
             self._items.move_to_end(sha)
+            self._used[sha] = self._clock()
             while sum(len(v) for v in self._items.values()) > self.max_bytes:
-                self._items.popitem(last=False)
+                old, _ = self._items.popitem(last=False)
+                del self._used[old]
 
     def get(self, sha: str) -> bytes | None:
         with self._lock:
+            self._expire()
             data = self._items.get(sha)
             if data is not None:
                 self._items.move_to_end(sha)
+                self._used[sha] = self._clock()
             return data
 
     def __len__(self) -> int:

@@ -51,3 +51,17 @@ def test_per_session_records_are_bounded(monkeypatch):
     names = [r.name for r in kept_uploads(state, "cmp")]
     assert len(names) == uploads.MAX_KEPT_PER_SESSION
     assert names[-1] == f"f{uploads.MAX_KEPT_PER_SESSION + 2}.png"  # the oldest were forgotten
+
+
+def test_cache_drops_bytes_not_used_within_the_ttl():
+    now = [0.0]
+    cache = ByteCache(max_bytes=10_000, ttl=60, clock=lambda: now[0])
+    cache.put("a", b"x" * 10)
+    now[0] = 30
+    cache.put("b", b"y" * 10)
+    now[0] = 50
+    assert cache.get("a") == b"x" * 10  # used again: its clock restarts
+    now[0] = 100  # b last used at 30 (70 s ago), a at 50 (50 s ago)
+    assert cache.get("b") is None and cache.get("a") == b"x" * 10
+    now[0] = 200
+    assert cache.get("a") is None and len(cache) == 0
