@@ -81,20 +81,26 @@ def served_study(study: Study, max_side: int = SERVE_MAX_SIDE) -> Study:
 
 
 @st.cache_data(max_entries=64, ttl=STUDY_TTL_S, show_spinner=False)
-def load_study_cached(sha: str, name: str, frame: int, hint: str | None, _data: bytes) -> Study:
+def load_study_cached(
+    sha: str, name: str, frame: int, hint: str | None, _data: bytes, kind: str | None = None
+) -> Study:
     """Parse once per (bytes, frame, modality hint) and keep the served (display-size) copy; raises the
-    loader's ImageLoadError (not cached). Bounded by entries, age and ``server.maxCacheDataSize``."""
+    loader's ImageLoadError (not cached). Bounded by entries, age and ``server.maxCacheDataSize``.
+    ``sha`` (and ``kind``, the loader's sniff) of ``_data`` are passed on: the loader neither hashes nor
+    sniffs the bytes again."""
     from model.serving import shared_queue
 
     # decoding is heavy CPU and memory work too: it takes its turn on the inference queue, so eight
     # sessions uploading 40-MP files decode two at a time, not eight (peak memory bounded)
-    return shared_queue().run(_load_served, _data, name, frame, hint)
+    return shared_queue().run(_load_served, _data, name, frame, hint, sha, kind)
 
 
-def _load_served(data: bytes, name: str, frame: int, hint: str | None) -> Study:
+def _load_served(
+    data: bytes, name: str, frame: int, hint: str | None, sha: str | None = None, kind: str | None = None
+) -> Study:
     from model.serving import release_memory
 
-    study = _loader().load_study(data, name, frame=frame, modality_hint=hint)
+    study = _loader().load_study(data, name, frame=frame, modality_hint=hint, sha256=sha, kind=kind)
     served = served_study(study)
     if served is not study:
         del study
@@ -103,18 +109,27 @@ def _load_served(data: bytes, name: str, frame: int, hint: str | None) -> Study:
 
 
 def try_load(
-    data: bytes, name: str, frame: int = 0, plain_modality: str | None = None, chosen: str | None = None
+    data: bytes,
+    name: str,
+    frame: int = 0,
+    plain_modality: str | None = None,
+    chosen: str | None = None,
+    *,
+    sha256: str | None = None,
+    kind: str | None = None,
 ) -> tuple[Study | None, str | None]:
     """(study, None) or (None, user-facing message); never raises.
 
     ``plain_modality`` says what a PNG/JPEG shows (it carries no modality); DICOM files speak for themselves.
     ``chosen`` is the user's explicit modality for this file: it also loads other DICOM modalities (best effort).
+    ``sha256`` / ``kind``: the bytes' digest and ``sniff`` when the caller has them (see ``upload_identity``).
     """
-    sha = hashlib.sha256(data).hexdigest()
     try:
-        hint = plain_modality if plain_modality and _loader().sniff(data) in ("png", "jpeg") else None
+        sha = sha256 or hashlib.sha256(data).hexdigest()
+        kind = kind or _loader().sniff(data)
+        hint = plain_modality if plain_modality and kind in ("png", "jpeg") else None
         hint = chosen or hint
-        return load_study_cached(sha, name, frame, hint, data), None
+        return load_study_cached(sha, name, frame, hint, data, kind), None
     except _loader().ImageLoadError as err:
         return None, str(err)
     except Exception as err:  # a loader bug must not take the page down; no exception text on the page
@@ -124,6 +139,12 @@ def try_load(
             f"{shown} could not be read: the loader hit an unexpected problem with it. Export it again as "
             "PNG or DICOM and upload the new copy; if that fails too, report it."
         )
+
+
+def upload_identity(data: bytes) -> tuple[str, str]:
+    """(sha256 hex digest, ``sniff`` kind) of file bytes: computed once per file and passed down to the
+    loader, the byte cache (``KeptUpload``) and the widget keys."""
+    return hashlib.sha256(data).hexdigest(), _loader().sniff(data)
 
 
 def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
@@ -210,14 +231,17 @@ def study_picker_ui(key: str = "cmp") -> PickedStudy | None:
             f"{'files' if len(rejected.names) > 1 else 'file'} above.",
             icon=":material/info:",
         )
-    chosen = chosen_modality(key, hashlib.sha256(data).hexdigest())
-    study, err = try_load(data, name, plain_modality=modality, chosen=chosen)
+    sha, file_kind = (rest[0].sha256, rest[0].kind) if kind == "upload" else upload_identity(data)
+    chosen = chosen_modality(key, sha)
+    study, err = try_load(data, name, plain_modality=modality, chosen=chosen, sha256=sha, kind=file_kind)
     if err:  # samples and kept uploads get here (new uploads were checked above)
         st.error(md(err), icon=":material/block:")
         return None
     if study.n_frames > 1:
         frame = st.slider("Frame", 0, study.n_frames - 1, 0, key=f"{key}_frame")
-        study, err = try_load(data, name, frame, plain_modality=modality, chosen=chosen)
+        study, err = try_load(
+            data, name, frame, plain_modality=modality, chosen=chosen, sha256=sha, kind=file_kind
+        )
         if err:
             st.error(md(err), icon=":material/block:")
             return None
@@ -279,9 +303,10 @@ def guard_study_ui(study: Study, key: str, chosen: str | None) -> Study:
     return checked
 
 
-def _load_as_ui(data: bytes, name: str, key: str, err: str) -> tuple[Study | None, str | None]:
+def _load_as_ui(
+    data: bytes, name: str, key: str, err: str, sha: str, kind: str
+) -> tuple[Study | None, str | None]:
     """A DICOM of another modality (MR, US, NM...): the user may load it as a chest modality anyway."""
-    sha = hashlib.sha256(data).hexdigest()
     choice = st.selectbox(
         f"Load {md_name(name)} anyway as",
         ("no", "CXR", "CT"),
@@ -291,7 +316,7 @@ def _load_as_ui(data: bytes, name: str, key: str, err: str) -> tuple[Study | Non
     )
     if choice == "no":
         return None, err
-    return try_load(data, name, chosen=choice)
+    return try_load(data, name, chosen=choice, sha256=sha, kind=kind)
 
 
 @dataclass
@@ -310,15 +335,16 @@ def _check_uploads(uploads: list, key: str, plain: str | None, fresh_visit: bool
     bad_before = st.session_state.get(f"{key}_rejected_in_uploader", [])
     for up in uploads:
         data = up.getvalue()
-        study, err = try_load(data, up.name, plain_modality=plain)
-        if err and _loader().sniff(data) == "dicom" and "Choose a modality" in err:
-            study, err = _load_as_ui(data, up.name, key, err)
+        sha, kind = upload_identity(data)  # one hash and one sniff per upload, passed down
+        study, err = try_load(data, up.name, plain_modality=plain, sha256=sha, kind=kind)
+        if err and kind == "dicom" and "Choose a modality" in err:
+            study, err = _load_as_ui(data, up.name, key, err, sha, kind)
         if err:
             st.error(md(err), icon=":material/block:")
             names.append(plain_name(up.name))
-            bad.append(f"{hashlib.sha256(data).hexdigest()}:{up.name}")
+            bad.append(f"{sha}:{up.name}")
             continue
-        good.append(keep_upload(st.session_state, key, data, up.name).sha256)
+        good.append(keep_upload(st.session_state, key, data, up.name, sha256=sha, kind=kind).sha256)
     good_before = [] if fresh_visit else st.session_state.get(f"{key}_kept_in_uploader", [])
     removed = set(good_before) - set(good)
     if removed:  # the user took them out of the uploader: forget them (a re-upload is new again)

@@ -28,6 +28,7 @@ class KeptUpload:
     sha256: str  # of the raw bytes: the cache key
     name: str  # plain_name() of the upload: never the raw name
     size: int  # bytes
+    kind: str = ""  # the loader's sniff of the bytes ("png", "jpeg", "dicom"): not sniffed again
 
 
 class ByteCache:
@@ -87,15 +88,18 @@ def kept_uploads(state: MutableMapping, key: str) -> list[KeptUpload]:
     return list(state.get(_records_key(key), []))
 
 
-def keep_upload(state: MutableMapping, key: str, data: bytes, name: str) -> KeptUpload:
-    """Remember an accepted upload (bytes in the cache, a small record in ``state``); returns the record."""
-    sha = hashlib.sha256(data).hexdigest()
+def keep_upload(
+    state: MutableMapping, key: str, data: bytes, name: str, sha256: str | None = None, kind: str = ""
+) -> KeptUpload:
+    """Remember an accepted upload (bytes in the cache, a small record in ``state``); returns the record.
+    ``sha256`` / ``kind``: the digest and sniff of ``data`` the caller has already (one of each per upload)."""
+    sha = sha256 or hashlib.sha256(data).hexdigest()
     CACHE.put(sha, data)
     records = kept_uploads(state, key)
     for rec in records:
         if rec.sha256 == sha:
             return rec
-    rec = KeptUpload(sha256=sha, name=plain_name(name), size=len(data))
+    rec = KeptUpload(sha256=sha, name=plain_name(name), size=len(data), kind=kind)
     state[_records_key(key)] = (records + [rec])[-MAX_KEPT_PER_SESSION:]
     return rec
 

@@ -180,3 +180,32 @@ def test_replaced_upload_then_rejected_shows_no_sample(make_app):
     assert not app.exception
     assert app.selectbox(key="cmp_study").value is None
     assert _reports(app) == [] and not any("Showing" in i.value for i in app.info)
+
+
+def test_each_upload_is_hashed_and_sniffed_once_per_run(make_app, monkeypatch):
+    """The page hashes and sniffs an upload's bytes once and passes both down: the loader, the byte cache
+    and the study picker neither hash nor sniff them again (issue 9)."""
+    import hashlib
+
+    from model.data import imaging
+
+    data = _png(6)
+    calls = {"sha256": 0, "sniff": 0}
+    real_sha, real_sniff = hashlib.sha256, imaging.sniff
+
+    def sha256(*args, **kwargs):
+        calls["sha256"] += bool(args) and bytes(args[0]) == data
+        return real_sha(*args, **kwargs)
+
+    def sniff(raw):
+        calls["sniff"] += bytes(raw) == data
+        return real_sniff(raw)
+
+    app = make_app().run()
+    monkeypatch.setattr(hashlib, "sha256", sha256)
+    monkeypatch.setattr(imaging, "sniff", sniff)
+    app.file_uploader(key="cmp_upload").set_value(("once.png", data, "image/png")).run()
+    assert not app.exception
+    assert app.selectbox(key="cmp_study").value.startswith("upload:once.png")  # loaded and analysed
+    assert len(_reports(app)) == 2
+    assert calls == {"sha256": 1, "sniff": 1}

@@ -210,3 +210,19 @@ def test_to_model_input():
     np.testing.assert_array_equal(to_model_input(same, 8), same)
     with pytest.raises(ValueError):
         to_model_input(np.zeros((4, 4, 3)), 8)
+
+
+def test_load_study_takes_the_callers_hash_and_sniff(monkeypatch):
+    """The app hashes and sniffs an upload once; ``load_study`` then does neither again (issue 9)."""
+    data = png_bytes(Image.fromarray(gradient()))
+    want = load_study(data, "p.png")
+    sha = hashlib.sha256(data).hexdigest()
+
+    def refuse(*_a, **_k):
+        raise AssertionError("hashed or sniffed again")
+
+    monkeypatch.setattr(imaging, "sniff", refuse)
+    monkeypatch.setattr(imaging.hashlib, "sha256", refuse)
+    got = load_study(data, "p.png", sha256=sha, kind="png")
+    assert got.sha256 == want.sha256 == sha and np.array_equal(got.pixels, want.pixels)
+    assert got.image_stats == want.image_stats

@@ -101,12 +101,16 @@ def load_study(
     modality_hint: str | None = None,
     frame: int = 0,
     window: str | tuple[float, float] | None = None,
+    sha256: str | None = None,
+    kind: str | None = None,
 ) -> Study:
     """Parse one uploaded file into a Study: float32 H x W pixels in [0, 1] plus de-identified meta.
 
     ``modality_hint`` ("CXR" | "CT") sets the modality of plain images and allows best-effort loading of
     other DICOM modalities (with a warning). ``frame`` picks one frame of a multi-frame DICOM. ``window``
     overrides the DICOM default window (a WINDOW_PRESETS name, "auto" or (centre, width)).
+    ``sha256`` / ``kind``: the caller's ``sha256(data).hexdigest()`` and ``sniff(data)`` of these very
+    bytes, when it has them already (the app hashes and sniffs each upload once); else computed here.
     Raises the ImageLoadError family, never anything else, for bad input.
     """
     name = display_name(name)
@@ -126,7 +130,7 @@ def load_study(
     if frame < 0:
         raise ImageLoadError(f"Frame {frame} of {quoted(name)} does not exist (frames count from 0).")
 
-    kind = sniff(data)
+    kind = kind or sniff(data)
     log.debug("loading %s bytes as %s", len(data), kind)
     if kind == "damaged_dicom":
         raise CorruptImageError(_shifted_dicom_message(data, name))
@@ -143,7 +147,7 @@ def load_study(
             f"{quoted(name)} is not {ACCEPTED}.{extra} "
             "Export the image as PNG, JPEG or DICOM and upload that."
         )
-    study.sha256 = hashlib.sha256(data).hexdigest()
+    study.sha256 = sha256 or hashlib.sha256(data).hexdigest()
     study.source = name
     h, w = study.pixels.shape
     colour = str(study.meta.get("Photometric interpretation", study.meta.get("Colour mode", "L"))).upper()
