@@ -33,6 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from result_files import write_result  # noqa: E402
+
 from model.evaluate import localization  # noqa: E402
 from model.explain.gradcam import cam_layers, explain  # noqa: E402
 from model.types import TUMOUR_CLASSES  # noqa: E402
@@ -187,11 +189,7 @@ def main(argv=None) -> int:
         "wall_s": round(time.perf_counter() - t0, 1),
         "threads": args.threads,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_result(args.out, result, to_markdown)
     return 0
 
 

@@ -10,7 +10,6 @@ each checkpoint served as the app serves it (``Predictor.from_dir``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from result_files import write_result  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ("teacher", "student", "student_nokd")
@@ -58,11 +59,7 @@ def main(argv=None) -> int:
         "wall_s": round(time.perf_counter() - t0, 1),
         "threads": args.threads,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_result(args.out, result, to_markdown)
     return 0
 
 

@@ -28,6 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from result_files import write_result  # noqa: E402
+
 from model.evaluate import consistency  # noqa: E402
 from model.types import DETAIL_LEVELS, FINDINGS, ReportStyle  # noqa: E402
 
@@ -106,7 +108,9 @@ def main(argv=None) -> int:
                     preds = []
                     for start in range(0, len(subset), 16):
                         chunk = subset[start : start + 16]
-                        preds += p.predict_batch([c.study for c in chunk], [c.truth.context for c in chunk], style)
+                        preds += p.predict_batch(
+                            [c.study for c in chunk], [c.truth.context for c in chunk], style
+                        )
                     scores = consistency.measure(preds, p.finding_thresholds, label)
                     scores.pop("cases")
                     scores["truth"] = truth_recall(preds, subset, label)
@@ -144,11 +148,7 @@ def main(argv=None) -> int:
         "wall_s": round(time.perf_counter() - t0, 1),
         "threads": args.threads,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_result(args.out, result, to_markdown)
     return 0
 
 

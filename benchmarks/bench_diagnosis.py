@@ -32,6 +32,8 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from result_files import write_result  # noqa: E402
+
 from model.data.imaging import to_model_input  # noqa: E402
 from model.types import FINDINGS, ReportStyle  # noqa: E402
 
@@ -241,11 +243,7 @@ def main(argv=None) -> int:
         "wall_s": round(time.perf_counter() - t0, 1),
         "threads": args.threads,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_result(args.out, result, to_markdown)
     return 0
 
 

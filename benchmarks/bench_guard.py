@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from result_files import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
@@ -189,11 +190,7 @@ def main() -> None:
     result["command"] = "OMP_NUM_THREADS=1 python benchmarks/bench_guard.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "cache", "prepare")
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_result(args.out, result, to_markdown, indent=2)
 
 
 def cached_examples(family: str, n: int, cache: str):
