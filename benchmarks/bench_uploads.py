@@ -101,7 +101,7 @@ def raster_corpus() -> dict[str, tuple[bytes, str]]:
     jpeg_big[sof + 5 : sof + 9] = struct.pack(">HH", 60_000, 60_000)
     return {
         "png_8bit": (png, ".png"),
-        "png_16bit": (_png((gray.astype(np.uint16) * 200)), ".png"),
+        "png_16bit": (_png(gray.astype(np.uint16) * 200), ".png"),
         "png_palette": (_png(np.asarray(Image.fromarray(gray).convert("P"))), ".png"),
         "png_rgba": (_png(np.dstack([gray, gray, gray, gray])), ".png"),
         "jpeg_gray": (jpeg, ".jpg"),

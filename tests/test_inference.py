@@ -12,8 +12,8 @@ from tiny_training import tiny_model
 
 from model.checkpoints import save_checkpoint
 from model.inference import Predictor, shipped_checkpoint
-from model.ood import fit_ood_stats, ood_scores, pooled_features
 from model.networks import build_tokenizer
+from model.ood import fit_ood_stats, ood_scores, pooled_features
 from model.types import FINDINGS, TREATMENTS, TUMOUR_CLASSES, PatientContext, Prediction, ReportStyle, Study
 
 torch.set_num_threads(1)
