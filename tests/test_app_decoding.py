@@ -65,3 +65,5 @@ def test_one_size_figure_per_checkpoint(app):
     text = "\n".join(m.value for m in app.markdown)
     others = {f"{float(x):.1f} MB" for x in re.findall(r"(\d+(?:\.\d+)?) ?MB", text)}
     assert others <= set(sizes)
+    # card figures are formatted like the Metrics page: never "3.42724e+07"
+    assert not re.search(r"\d\.?\d*e[+-]\d+", text), re.findall(r"\S*\d\.?\d*e[+-]\d+\S*", text)

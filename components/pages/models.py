@@ -3,6 +3,7 @@
 import streamlit as st
 
 from components.eval_data import list_results, load_result, metric
+from components.figures import fmt
 from components.layout import render_model_origin, render_page_header
 from components.limitations import render_known_limitations
 from components.model_store import (
@@ -54,16 +55,16 @@ for model_id, predictor in ms.predictors.items():
             st.markdown(
                 "**Validation metrics (from training):** "
                 + ", ".join(
-                    f"{k.removeprefix('val_')} {v:.3g}" for k, v in val.items() if isinstance(v, (int, float))
+                    f"{k.removeprefix('val_')} {fmt(v)}" for k, v in val.items() if isinstance(v, (int, float))
                 )
             )
         if result and model_id in result.get("models", {}):
             row = {h.label: metric(result, model_id, h.key) for h in HEADLINE}
-            shown = {k: round(v, 4) for k, v in row.items() if isinstance(v, (int, float))}
+            shown = {k: v for k, v in row.items() if isinstance(v, (int, float))}
             if shown:
                 st.markdown(
                     f"**Evaluation** ({result.get('name')}): "
-                    + ", ".join(f"{k} {v:g}" for k, v in shown.items())
+                    + ", ".join(f"{k} {fmt(v)}" for k, v in shown.items())
                 )
         for f in sorted(ms.dirs[model_id].glob("*.safetensors")):
             st.markdown(f"`{f.name}` sha256 `{file_sha256(str(f), f.stat().st_mtime_ns)}`")
