@@ -434,7 +434,9 @@ def render_study_viewer(
         if st.toggle("Show ground-truth outlines", value=True, key=f"{key}_masks"):
             rgb = draw_mask_outlines(rgb, masks)
     h, w = study.pixels.shape
-    caption = f"{md_name(study.source)} · {study.modality} · {w}×{h}"
+    v = study.verdict
+    read_as = "not a chest image" if v is not None and v.detected_modality == "neither" else study.modality
+    caption = f"{md_name(study.source)} · {read_as} · {w}×{h}"
     if shown.window:
         caption += f" · window C{shown.window[0]:.0f}/W{shown.window[1]:.0f}"
     st.image(rgb, caption=caption, width="stretch")

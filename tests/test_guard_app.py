@@ -52,6 +52,9 @@ def test_refused_upload_shows_why_and_no_report_until_asked(app, family):
     errors = [e.value for e in app.error if "Input guard" in e.value]
     assert errors and "threshold" in errors[0]
     assert _reports(app) == [] and _model_output_text(app) == ""
+    if family != WRONG_MODALITY:  # the viewer does not call junk a chest modality
+        captions = [c for e in app.get("image") for c in e.captions]
+        assert any("· not a chest image ·" in c for c in captions), captions
     boxes = _anyway(app)
     assert len(boxes) == 1 and "anyway" in boxes[0].label
     boxes[0].check().run()
