@@ -139,7 +139,8 @@ class Guard:
                     f"{name}: {MODALITY_NAMES[modality]} as you chose; the pixels agree ({chest_conf:.0%})."
                 )
             else:
-                note = f"{name}: detected {MODALITY_NAMES[modality]} from the pixels ({chest_conf:.0%})."
+                # the same probability the page shows beside "detected" (not the share among chest classes)
+                note = f"{name}: detected {MODALITY_NAMES[modality]} from the pixels ({p[modality]:.0%})."
             verdict = GuardVerdict(
                 accepted=True,
                 reason=note,
