@@ -33,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from result_files import f3 as _f  # noqa: E402
 from result_files import write_result  # noqa: E402
 
 from model.evaluate import localization  # noqa: E402
@@ -191,10 +192,6 @@ def main(argv=None) -> int:
     }
     write_result(args.out, result, to_markdown)
     return 0
-
-
-def _f(x) -> str:
-    return "-" if x is None else f"{x:.3f}"
 
 
 def to_markdown(r: dict) -> str:

@@ -18,3 +18,8 @@ def write_result(out: str | Path, result: dict, to_markdown: Callable[[dict], st
     out.with_suffix(".md").write_text(text)
     print(text)
     return out
+
+
+def f3(x) -> str:
+    """A table cell: three decimals, "-" for a missing value."""
+    return "-" if x is None else f"{x:.3f}"

@@ -572,27 +572,36 @@ class ClassFolderSource(Source):
         self.modality = modality
         self.val_frac, self.test_frac, self.valid_test_frac = val_frac, test_frac, valid_test_frac
 
-    def _load(self) -> list[Sample]:
+    def class_folders(self) -> list[tuple[str | None, Path]]:
+        """(split folder name or None, class folder) pairs: ``ROOT/[SPLIT/]CLASS/``."""
         subdirs = sorted(p for p in self.root.iterdir() if p.is_dir())
         split_dirs = [p for p in subdirs if p.name.lower() in SPLIT_ALIASES]
         groups = [(p.name, p) for p in split_dirs] if split_dirs else [(None, self.root)]
+        return [(split, d) for split, base in groups for d in sorted(p for p in base.iterdir() if p.is_dir())]
+
+    def images(self, split_folder: str | None, class_dir: Path) -> list[tuple[str, str, Path]]:
+        """(key, split, path) of each image in a class folder; the split comes from the split folder
+        (``valid`` halved into val/test by a stable hash) or, without one, from a stable hash of the key."""
         out = []
-        for split_folder, base in groups:
-            for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-                cls = folder_class(class_dir.name)
-                if cls is None:
-                    warnings.warn(
-                        f"{self.name}: skipping folder {class_dir.name!r} (unknown class)", stacklevel=2
-                    )
-                    continue
-                for path in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-                    key = path.relative_to(self.root).with_suffix("").as_posix()
-                    split = (
-                        _folder_split(split_folder, key, self.valid_test_frac)
-                        if split_folder
-                        else hash_split(key, self.val_frac, self.test_frac)
-                    )
-                    out.append(self._sample(key, split, path, *cls))
+        for path in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            key = path.relative_to(self.root).with_suffix("").as_posix()
+            split = (
+                _folder_split(split_folder, key, self.valid_test_frac)
+                if split_folder
+                else hash_split(key, self.val_frac, self.test_frac)
+            )
+            out.append((key, split, path))
+        return out
+
+    def _load(self) -> list[Sample]:
+        out = []
+        for split_folder, class_dir in self.class_folders():
+            cls = folder_class(class_dir.name)
+            if cls is None:
+                warnings.warn(f"{self.name}: skipping folder {class_dir.name!r} (unknown class)", stacklevel=2)
+                continue
+            for key, split, path in self.images(split_folder, class_dir):
+                out.append(self._sample(key, split, path, *cls))
         return out
 
     def _sample(self, key: str, split: str, path: Path, tumour: str, subtype: str | None) -> Sample:

@@ -35,15 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from model.data.sources import (
-    IMAGE_SUFFIXES,
-    SPLIT_ALIASES,
     ClassFolderSource,
     NIHSource,
     R2GenSource,
     Sample,
-    _folder_split,
     compose_reports,
-    hash_split,
 )
 from model.types import DISCLAIMER, FINDINGS, TUMOUR_CLASSES, TUMOUR_SUBTYPES
 
@@ -146,27 +142,17 @@ class MappedFolderSource(ClassFolderSource):
         self.unmapped: list[str] = []
 
     def _load(self) -> list[Sample]:
-        subdirs = sorted(p for p in self.root.iterdir() if p.is_dir())
-        split_dirs = [p for p in subdirs if p.name.lower() in SPLIT_ALIASES]
-        groups = [(p.name, p) for p in split_dirs] if split_dirs else [(None, self.root)]
         out = []
-        for split_folder, base in groups:
-            for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-                target = _lookup(self.label_map, class_dir.name)
-                if target is None or target.ignore:
-                    if target is None:
-                        self.unmapped.append(class_dir.name)
-                    continue
-                for path in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-                    key = path.relative_to(self.root).with_suffix("").as_posix()
-                    split = (
-                        _folder_split(split_folder, key, self.valid_test_frac)
-                        if split_folder
-                        else hash_split(key, self.val_frac, self.test_frac)
-                    )
-                    base_sample = Sample(id=f"{self.name}:{key}", split=split, modality=self.modality,
-                                         source=self.name, image_path=str(path))  # fmt: skip
-                    out.append(_apply(base_sample, target))
+        for split_folder, class_dir in self.class_folders():
+            target = _lookup(self.label_map, class_dir.name)
+            if target is None or target.ignore:
+                if target is None:
+                    self.unmapped.append(class_dir.name)
+                continue
+            for key, split, path in self.images(split_folder, class_dir):
+                base_sample = Sample(id=f"{self.name}:{key}", split=split, modality=self.modality,
+                                     source=self.name, image_path=str(path))  # fmt: skip
+                out.append(_apply(base_sample, target))
         return out
 
 
