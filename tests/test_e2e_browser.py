@@ -12,7 +12,7 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_app import READY_JS, free_port, start_server, wait_health  # noqa: E402  (the app driver the benchmarks use)
+from bench_app import IDLE_JS, READY_JS, free_port, start_server, wait_health  # noqa: E402, F401  (the app driver the benchmarks use; IDLE_JS for test_e2e_uploads)
 
 pytestmark = [
     pytest.mark.browser,

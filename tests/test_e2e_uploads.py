@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_e2e_browser import CHROMIUM, server  # noqa: F401 (the fixture: a real `streamlit run app.py`)
+from test_e2e_browser import CHROMIUM, IDLE_JS, server  # noqa: F401 (the fixture: a real `streamlit run app.py`)
 
 pytestmark = [
     pytest.mark.browser,
@@ -58,6 +58,8 @@ def test_hostile_names_are_plain_text_in_the_browser(server):  # noqa: F811
         uploader.set_input_files(files)
         page.get_by_test_id("stAlertContainer").filter(has_text="onerror").first.wait_for(timeout=60_000)
         page.get_by_test_id("stAlertContainer").filter(has_text="AAAA").first.wait_for(timeout=60_000)
+        # the run that answers the uploads has finished: no stale element of the first page's run is left
+        page.wait_for_function(IDLE_JS, timeout=120_000)
         facts = page.evaluate(PAGE_FACTS_JS)
         browser.close()
     assert facts["links"] == []
