@@ -68,6 +68,18 @@ def _banned_ngrams(history: list[int], n: int) -> list[int]:
     ]
 
 
+def _mask_step(scores: torch.Tensor, suppressed: torch.Tensor, histories: list[list[int]], n: int) -> torch.Tensor:
+    """One decoding step's scores (R, V) with control tokens and n-gram repeats of each row's history set
+    to -inf (a new tensor; ``scores`` is kept for the per-token probabilities)."""
+    masked = scores.index_fill(1, suppressed, float("-inf"))  # never generate control tokens
+    if n > 0:
+        for r, history in enumerate(histories):
+            banned = _banned_ngrams(history, n)
+            if banned:
+                masked[r, banned] = float("-inf")
+    return masked
+
+
 @torch.inference_mode()
 def decode_incremental(
     decoder: ReportDecoder,
@@ -94,12 +106,7 @@ def decode_incremental(
     for _ in range(max_new):
         raw = inc.step(last)  # (B, V)
         prob = torch.softmax(raw, -1)  # (B, V): the model's own distribution, reported per token
-        logits = raw.index_fill(1, suppressed, float("-inf"))  # never generate control tokens
-        if style.no_repeat_ngram_size > 0:
-            for r in range(b):
-                banned = _banned_ngrams(ids[r], style.no_repeat_ngram_size)
-                if banned:
-                    logits[r, banned] = float("-inf")
+        logits = _mask_step(raw, suppressed, ids, style.no_repeat_ngram_size)
         if sample:
             scaled = logits / max(style.temperature, 1e-5)
             if style.top_k > 0:
@@ -186,12 +193,7 @@ def beam_search(
 
     for step in range(max_new):
         logp = torch.log_softmax(inc.step(last).float(), -1)  # (K, V): the model's own distribution
-        masked = logp.index_fill(1, suppressed, float("-inf"))  # never generate control tokens
-        if style.no_repeat_ngram_size > 0:
-            for r in range(k):
-                banned = _banned_ngrams(words[r], style.no_repeat_ngram_size)
-                if banned:
-                    masked[r, banned] = float("-inf")
+        masked = _mask_step(logp, suppressed, words, style.no_repeat_ngram_size)
         v = masked.shape[1]
         cand = (torch.tensor(sums, device=masked.device)[:, None] + masked).flatten()  # (K * V,)
         top = cand.topk(min(2 * k, cand.numel()))  # enough to refill K beams after some end at [EOS]
