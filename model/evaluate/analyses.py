@@ -6,6 +6,7 @@ block that documents how every metric was computed. ``model/evaluate/run.py`` ca
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import numpy as np
 from tqdm import tqdm
@@ -30,7 +31,7 @@ from model.evaluate.sections import (
     load_sample_study,
 )
 from model.explain.gradcam import DEFAULT_CAM_LAYER, default_cam_layer
-from model.types import FINDINGS, TUMOUR_CLASSES, ReportStyle
+from model.types import DISCLAIMER, FINDINGS, TUMOUR_CLASSES, ReportStyle
 
 # ----------------------------------------------------------------------------------------------
 # Grad-CAM localisation
@@ -185,6 +186,21 @@ def _tradeoff(predictors, samples, cfg: EvalConfig) -> dict:
 
 # ----------------------------------------------------------------------------------------------
 # Protocol
+
+
+def result_header(cfg: EvalConfig, name: str) -> dict:
+    """The keys every evaluation JSON opens with (phantom and external alike): schema, name, time,
+    disclaimer, the config as run and the declared protocol."""
+    from model.evaluate.summary import SCHEMA_VERSION
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": cfg.name or name,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "disclaimer": DISCLAIMER,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
+        "protocol": protocol(cfg),
+    }
 
 
 def protocol(cfg: EvalConfig) -> dict:

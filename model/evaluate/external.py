@@ -26,7 +26,6 @@ fixed 0.5 thresholds, since a user's set has no validation split of ours.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import time
 from collections.abc import Mapping
@@ -41,7 +40,7 @@ from model.data.sources import (
     Sample,
     compose_reports,
 )
-from model.types import DISCLAIMER, FINDINGS, TUMOUR_CLASSES, TUMOUR_SUBTYPES
+from model.types import FINDINGS, TUMOUR_CLASSES, TUMOUR_SUBTYPES
 
 FORMATS: tuple[str, ...] = ("folders", "nih-csv", "r2gen")
 
@@ -240,11 +239,11 @@ def evaluate_external(
         _score_section,
         load_predictors,
         load_sample_study,
-        protocol,
+        result_header,
         stable_subset,
     )
     from model.evaluate.scoring import Targets
-    from model.evaluate.summary import SCHEMA_VERSION, retention, write_outputs
+    from model.evaluate.summary import retention, write_outputs
 
     cfg = dataclasses.replace(config or EvalConfig(), **overrides)
     t_start = time.perf_counter()
@@ -274,12 +273,7 @@ def evaluate_external(
     timing["total_s"] = round(time.perf_counter() - t_start, 2)
     out_json = Path(out_json) if out_json is not None else None
     result = {
-        "schema_version": SCHEMA_VERSION,
-        "name": cfg.name or (out_json.stem if out_json else source.name),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "disclaimer": DISCLAIMER,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "protocol": protocol(cfg),
+        **result_header(cfg, out_json.stem if out_json else source.name),
         "data": {"dir": str(root), "split": "all", **_data_block(section, "external")},
         "external": {
             "dir": str(root),

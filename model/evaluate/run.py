@@ -12,7 +12,6 @@ is documented in ``docs/eval_schema.md``; a markdown summary is written beside i
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import platform
 import time
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from model.evaluate.analyses import (  # noqa: F401  (re-exported: callers impor
     _localize,
     _tradeoff,
     protocol,
+    result_header,
 )
 from model.evaluate.sections import (  # noqa: F401  (re-exported: callers import them from run)
     DEFAULT_REAL_DIR,
@@ -53,8 +53,7 @@ from model.evaluate.sections import (  # noqa: F401  (re-exported: callers impor
     stable_subset,
     timed,
 )
-from model.evaluate.summary import SCHEMA_VERSION, retention, write_outputs
-from model.types import DISCLAIMER
+from model.evaluate.summary import retention, write_outputs
 
 
 def evaluate(
@@ -112,12 +111,7 @@ def evaluate(
     timing["total_s"] = round(time.perf_counter() - t_start, 2)
 
     result = {
-        "schema_version": SCHEMA_VERSION,
-        "name": cfg.name or (out_json.stem if out_json else phantom.name),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "disclaimer": DISCLAIMER,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "protocol": protocol(cfg),
+        **result_header(cfg, out_json.stem if out_json else phantom.name),
         "data": {
             "dir": str(data_dir),
             "split": cfg.split,
