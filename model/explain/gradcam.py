@@ -1,4 +1,4 @@
-"""Grad-CAM heat maps for findings, tumour classes and report sentences (pytorch-grad-cam underneath).
+"""Grad-CAM heat maps for findings, tumour classes and report sentences (the maps: ``model/explain/cam.py``).
 
 What to explain is a small target callable (pytorch-grad-cam style) applied to the output of a thin
 wrapper module that takes one image tensor and returns one tensor:
@@ -9,13 +9,13 @@ wrapper module that takes one image tensor and returns one tensor:
   returns per-position log-probabilities of those tokens (B, T); ``SentenceTarget`` sums the log-probs
   of sentence I (Selvaraju et al. 2017 applied to captioning).
 
-Concurrency: pytorch-grad-cam keeps forward hooks on its target layer for its whole life, and a
-forward pass from another thread through that layer would pollute the captured activations (the
-Predictor's own ``predict`` does not take the lock). So the hooks never go on the shared model: the
-wrapper routes the trunk's feature map (``model.cam_layer``'s output) through a per-call
-``nn.Identity`` tap, and pytorch-grad-cam hooks that. The CAM is also built, run and released while
-holding ``predictor.lock``, because its backward pass writes ``.grad`` on the shared parameters.
-Autograd is needed: no ``inference_mode`` here.
+Concurrency: a forward hook on a module of the shared model would catch a concurrent forward pass from
+another session, and ``.backward()`` would write ``.grad`` on the shared parameters. So the hook never
+goes on the shared model: the wrapper routes the trunk's feature map (``model.cam_layer``'s output)
+through a per-call ``nn.Identity`` tap, hooked for one forward pass; and the gradient is taken with
+``torch.autograd.grad`` w.r.t. the tapped activations alone (``cam.activations_and_gradients``), so no
+parameter gradient is computed or stored and no lock is needed. Autograd is needed: no
+``inference_mode`` here.
 
 Which feature map: ``CAM_LAYERS`` names, per image trunk, the stages a CAM can sit on (torchvision
 module names); ``DEFAULT_CAM_LAYER`` is the choice measured by ``benchmarks/bench_cam.py`` (pointing
@@ -23,7 +23,7 @@ game on the validation phantoms). At 128 px a stride-32 trunk leaves a 4 x 4 gri
 stage (ResNet-50 ``layer3``, MobileNetV3 ``features.8``) gives 8 x 8. The trunk runs without a graph up
 to the chosen stage, the tap sits on that stage's output, and the rest of the trunk runs with autograd.
 
-A flat map (``Explanation.flat``): pytorch-grad-cam min-max normalises the ReLU'd map, so any map with
+A flat map (``Explanation.flat``): the CAM (as pytorch-grad-cam) min-max normalises the ReLU'd map, so any map with
 positive, non-uniform evidence peaks at 1; a map that is all zero (no positive evidence, or uniform
 evidence that the min subtraction removes) or whose raw range is at the 1e-7 epsilon of that
 normalisation peaks far below it. ``FLAT_MAX`` (0.5) separates the two; flat maps carry no location.
@@ -38,23 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.explain.cam import CAM_FUNCTIONS, USES_GRADIENTS, activations_and_gradients, class_activation_map
 from model.networks.tokenizer import SENTENCE_END, detokenize
 from model.types import FINDINGS, TUMOUR_CLASSES, Explanation, PatientContext, ReportStyle, Study
 
-
-def _cam_methods() -> dict[str, Callable]:
-    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
-
-    return {
-        "gradcam": GradCAM,
-        "gradcam++": GradCAMPlusPlus,
-        "hirescam": HiResCAM,
-        "layercam": LayerCAM,
-        "eigencam": EigenCAM,
-    }
-
-
-CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "layercam", "eigencam")
+CAM_METHODS: tuple[str, ...] = tuple(CAM_FUNCTIONS)  # gradcam, gradcam++, hirescam, layercam, eigencam
 FLAT_MAX = 0.5  # a normalised CAM whose maximum is below this has no localised positive evidence
 
 
@@ -155,14 +143,14 @@ def list_targets(modality: str, tokens: Sequence[str] = ()) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# The module pytorch-grad-cam sees: one tensor in, one tensor out
+# The module the CAM sees: one tensor in, one tensor out
 
 
 class _ScoreModule(nn.Module):
     """Wraps a ReportModel: images (1, 1, S, S) -> head logits (1, K) or report-token log-probs (1, T).
 
     The trunk's feature map (the output of ``model.cam_layer``) flows through ``tap``, an Identity
-    owned by this wrapper alone: pytorch-grad-cam hooks ``tap``, so its hooks never sit on the shared
+    owned by this wrapper alone: the CAM hooks ``tap``, so its hook never sits on the shared
     model and a concurrent forward pass from another session cannot reach them.
     """
 
@@ -323,9 +311,8 @@ def explain(
     model's default (``DEFAULT_CAM_LAYER``).
     """
     kind, name = parse_target(target)
-    methods = _cam_methods()
-    if method not in methods:
-        raise ValueError(f"Unknown CAM method {method!r}; choose one of {sorted(methods)}")
+    if method not in CAM_FUNCTIONS:
+        raise ValueError(f"Unknown CAM method {method!r}; choose one of {sorted(CAM_FUNCTIONS)}")
     layer = layer or default_cam_layer(predictor.model)
     if layer not in cam_layers(predictor.model):
         raise ValueError(
@@ -365,20 +352,18 @@ def explain(
             wrapper = _ScoreModule(predictor.model, "tokens", ctx, ids, positions, layer=layer)
             cam_target = SentenceTarget(a, b)
 
-        # The brief's rule: hold the model's lock for the CAM's whole life (its backward pass writes
-        # .grad on the shared parameters; hooks themselves sit on the per-call ``tap``).
-        with predictor.lock:
-            was_training = predictor.model.training
-            try:
-                with methods[method](model=wrapper, target_layers=[wrapper.tap]) as cam:
-                    heat = cam(input_tensor=images, targets=[cam_target])[0]  # (S, S) in [0, 1]
-                    score = float(cam_target(cam.outputs[0].detach()).item())
-            finally:
-                predictor.model.train(was_training)
-                predictor.model.zero_grad(set_to_none=True)  # free the parameter gradients
+        # No lock and no mode switch: the hook sits on the wrapper's own ``tap``, and the gradient is taken
+        # w.r.t. the tapped activations only (``torch.autograd.grad``), so nothing on the shared model is
+        # written (no ``.grad``, no ``.train()``); a concurrent ``predict`` cannot see or disturb it.
+        activations, grads, output = activations_and_gradients(
+            wrapper, wrapper.tap, images, cam_target, need_gradients=USES_GRADIENTS[method]
+        )
+        heat = class_activation_map(method, activations, grads, tuple(images.shape[-2:]))[0]  # (S, S)
+        score = float(cam_target(output.detach())[0].item())
+        del activations, grads, output  # the graph holds the trunk's activations: free it now
 
     heat = np.asarray(heat, dtype=np.float32)
-    flat = is_flat(heat)  # before resizing: the map pytorch-grad-cam normalised
+    flat = is_flat(heat)  # before resizing: the normalised map
     heat = (
         np.zeros(study.pixels.shape, np.float32) if flat else np.clip(_resize(heat, study.pixels.shape), 0, 1)
     )
