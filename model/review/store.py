@@ -98,7 +98,10 @@ def _classify(err: BaseException) -> str:
         return "read-only"
     if "locked" in text or "lock timeout" in text or "busy" in text or "locknotavailable" in name:
         return "locked"
-    if "unable to open" in text or "could not connect" in text or "connection refused" in text:
+    if any(
+        w in text
+        for w in ("unable to open", "could not connect", "connection refused", "connection to server")
+    ):
         return "unreachable"
     if "does not exist" in text and "database" in text:
         return "unreachable"
@@ -171,6 +174,8 @@ class ReviewStore:
                 raise StoreUnavailableError(
                     f"Cannot create the folder of {db_file}: {e.strerror or e}."
                 ) from e
+        if db_file is not None:
+            where = str(db_file)
         engine = _make_engine(sa_url, timeout_s)
         store = cls(engine, data_dir, where, timeout_s)
         try:
@@ -198,8 +203,13 @@ class ReviewStore:
         except StoreError:
             raise
         except (SQLAlchemyError, OSError) as e:
-            kind = _classify(e)
             db = self.where
+            if isinstance(e, OSError):
+                raise StoreUnavailableError(
+                    f"The review store's files under {self.data_dir} could not be written or read, so "
+                    f"{action} did not happen: {e.strerror or e}. Check the folder's permissions and free space."
+                ) from e
+            kind = _classify(e)
             if kind == "read-only":
                 msg = (
                     f"The review database {db} is read-only, so {action} did not happen. Make it writable "
@@ -217,8 +227,6 @@ class ReviewStore:
                     f"The review database {db} is damaged or is not a meddistill database, so {action} did "
                     f"not happen ({_first_line(e)}). Restore it from a backup or use another --db-url."
                 )
-            elif isinstance(e, OSError):
-                msg = f"The review store at {self.data_dir} failed while {action}: {e.strerror or e}."
             else:
                 msg = f"The review database {db} failed while {action}: {_first_line(e)}."
             raise StoreUnavailableError(msg) from e
@@ -258,8 +266,8 @@ class ReviewStore:
             except StoreUnavailableError as e:
                 # Another process migrating the same empty PostgreSQL database at the same moment:
                 # its tables appear under us; read the version again.
-                cause = e.__cause__
-                if attempt == 4 or not isinstance(cause, SQLAlchemyError) or _classify(cause) != "other":
+                cause = str(getattr(e.__cause__, "orig", e.__cause__)).lower()
+                if attempt == 4 or not ("already exists" in cause or "duplicate" in cause):
                     raise
                 time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
