@@ -219,3 +219,28 @@ def test_pipeline_install_writes_float16_checkpoints_with_their_log(ckpt, tmp_pa
     )
     assert load_checkpoint(dst).card["weights_dtype"] == "float16"
     assert (dst / WEIGHTS).stat().st_size < (d / WEIGHTS).stat().st_size
+
+
+def test_loading_skips_random_init_and_still_loads_every_weight(ckpt, monkeypatch):
+    """The model is built without random draws (the weights overwrite them anyway): the load is exact,
+    and the skip lasts only while building (a fill outside the mode still draws)."""
+    from model.checkpoints import _SkipRandomInit
+
+    d, model, tok = ckpt
+    with _SkipRandomInit():
+        t = torch.zeros(4, 3)
+        t.normal_()
+        torch.nn.init.kaiming_uniform_(t)
+        torch.nn.init.trunc_normal_(t)
+    assert torch.count_nonzero(t) == 0
+    assert torch.count_nonzero(torch.zeros(4).normal_()) == 4  # outside the mode: random again
+    draws = []
+    real = torch.Tensor.normal_
+    monkeypatch.setattr(torch.Tensor, "normal_", lambda self, *a, **k: draws.append(1) or real(self, *a, **k))
+    loaded = load_checkpoint(d)
+    assert not draws  # no random initialisation was drawn during the load
+    tiny_model("tiny-student", len(tok), seed=0)
+    assert draws  # the spy works: an ordinary build does draw
+    reference = model.state_dict()
+    for k, v in loaded.model.state_dict().items():
+        assert torch.equal(v, reference[k]), k
