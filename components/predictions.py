@@ -204,3 +204,29 @@ def next_tokens_cached(ms, study, study_key, tokens, position, temperature, cont
         tokens,
         context,
     )
+
+
+@st.cache_data(max_entries=256, ttl=TTL_S, show_spinner=False)
+def _regenerate(set_key, model_id, study_key, labels, style_key, ctx_key, _ms, _study, _style, _ctx):
+    from model.interactive import regenerate_report
+
+    return _on_queue(regenerate_report, _ms.predictors[model_id], _study, labels, _style, _ctx)
+
+
+def regenerate_cached(ms: ModelSet, model_id: str, study: Study, study_key: str, labels, style, context):
+    """``model.interactive.regenerate_report``: one model's report from the user's labels (cached per labels)."""
+    return _regenerate(
+        ms.key, model_id, study_key, labels, repr(style), repr(context), ms, study, style, context
+    )
+
+
+@st.cache_data(max_entries=128, ttl=TTL_S, show_spinner=False)
+def _detail(set_key, model_id, study_key, labels, finding, ctx_key, _ms, _study, _ctx):
+    from model.interactive import finding_detail
+
+    return _on_queue(finding_detail, _ms.predictors[model_id], _study, labels, finding, _ctx)
+
+
+def detail_cached(ms: ModelSet, model_id: str, study: Study, study_key: str, labels, finding: str, context):
+    """``model.interactive.finding_detail``: one model's detailed sentence(s) about one finding."""
+    return _detail(ms.key, model_id, study_key, labels, finding, repr(context), ms, study, context)

@@ -5,7 +5,13 @@ import streamlit as st
 from components.cam_view import render_cam_panel
 from components.controls import patient_context_ui, report_style_ui
 from components.layout import render_model_origin, render_page_header
-from components.model_store import MODEL_TITLES, describe_origin, load_model_set, training_data_summary
+from components.model_store import (
+    MODEL_TITLES,
+    describe_origin,
+    load_model_set,
+    training_data_summary,
+    version_text,
+)
 from components.prediction_view import (
     divergence_summary,
     render_findings,
@@ -20,6 +26,7 @@ from components.prediction_view import (
     show_anyway_ui,
 )
 from components.predictions import divergence_cached, predict_all
+from components.review_view import refused_reason, render_review_panel, render_review_refused
 from components.study_view import render_study_viewer, study_picker_ui
 from model.guard import with_verdict
 
@@ -64,6 +71,7 @@ anyway = None
 if study.verdict is not None and not study.verdict.accepted:
     anyway = show_anyway_ui(anyway_key)
     if not anyway:
+        render_review_refused(refused_reason(study, {}) or "")
         st.stop()
     st.warning("Shown anyway at your request: the input guard refused this image.", icon=":material/warning:")
 
@@ -97,7 +105,14 @@ for col, (m, pred) in zip(cols, preds.items(), strict=True):
             render_tumour(pred, truth)
         render_treatments(pred)
         render_latency(pred, ms.sizes.get(m))
-        st.caption(f"Trained on: {training_data_summary(ms.predictors[m].card or {})}")
+        st.caption(f"{version_text(ms)} · Trained on: {training_data_summary(ms.predictors[m].card or {})}")
+
+# Review (issue 14): labels, reports regenerated from them, the draft, Save; never on a refused image.
+refusal = refused_reason(study, preds)
+if refusal is not None:
+    render_review_refused(refusal)
+else:
+    render_review_panel(ms, study, picked.key, preds, style, context)
 
 if shown:
     render_cam_panel(ms, study, picked.key, shown, context, style, sample.masks if sample else None)

@@ -13,6 +13,7 @@ from components.model_store import (
     load_model_set,
     size_mb_text,
     training_data_summary,
+    version_text,
 )
 from components.training_log import file_sha256
 from model.evaluate.summary import HEADLINE
@@ -39,6 +40,7 @@ for model_id, predictor in ms.predictors.items():
         c1.metric("Parameters", f"{size.get('params', 0) / 1e6:.2f} M")
         c2.metric("Checkpoint size", size_mb_text(size), help=SIZE_HELP)
         c3.metric("Preset", str(card.get("arch_name") or card.get("arch") or "?"))
+        st.markdown(f"**Serving:** {version_text(ms)}")
         if card.get("untrained"):
             st.error("Untrained demo weights (random initialisation).")
         if card.get("architecture"):
