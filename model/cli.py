@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "predict findings and a report for one image file"),
     "audit-data": ("audit_data", "audit a dataset: duplicates, patient leakage, shortcut probe"),
     "train-guard": ("train_guard", "rebuild the input guard (modality classifier + per-model OOD probes)"),
+    "feedback": ("feedback", "expert reviews in the review store: list, export (R2Gen layout), import"),
+    "models": ("models", "the model registry: list versions, promote one, roll back"),
     "update": ("update", "learn from reviewed cases: fine-tune, re-distil, gate, promote (or reject)"),
 }
 
