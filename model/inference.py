@@ -2,8 +2,11 @@
 
 One Predictor wraps one checkpoint. It is safe to call from several threads at once: every call
 runs under ``torch.inference_mode`` with its own tensors and caches, and nothing on the Predictor
-changes after construction. ``lock`` is for callers that attach hooks to the shared model
-(Grad-CAM holds it for the CAM's whole life).
+changes after construction but a small bounded cache of image features: ``predict`` stores the trunk's
+features of the study it just encoded, and ``teacher_forced_probs`` (the divergence highlights: four
+teacher-forced passes per upload) reuses them instead of running the trunk again. ``predict`` itself
+always encodes, so the latency it reports is the model's. ``lock`` is for callers that need the shared
+model to themselves.
 
 Out-of-distribution score: the input guard's probe for these weights (``model/guard/ood.py``) when one
 fits, else the checkpoint's own Mahalanobis statistics (``model/ood.py``).
@@ -11,8 +14,10 @@ fits, else the checkpoint's own Mahalanobis statistics (``model/ood.py``).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +47,9 @@ SHIPPED_MODELS: tuple[str, ...] = ("teacher", "student", "student_nokd")
 #: heads call present; "probs" = their raw probabilities. A card may set ``report_conditioning``.
 REPORT_CONDITIONING = "labels"
 DEFAULT_FINDING_THRESHOLD = 0.5  # where the card has no validation thresholds (``thresholds.findings``)
+FEATURE_CACHE_ENTRIES = (
+    16  # studies whose trunk features a Predictor keeps (ResNet-50 at 224 px: 0.4 MB each)
+)
 
 
 def shipped_checkpoint(name: str) -> Path:
@@ -108,6 +116,8 @@ class Predictor:
         self.ood_probe = None  # the input guard's probe for these weights (model/guard/ood.py), if any
         self.report_conditioning = str(card.get("report_conditioning") or REPORT_CONDITIONING)
         self.finding_thresholds = _finding_thresholds(card)  # FINDINGS -> the head's "present" threshold
+        self._features: OrderedDict[str, torch.Tensor] = OrderedDict()  # input digest -> (1, C, h, w)
+        self._features_lock = threading.Lock()
 
     @classmethod
     def from_dir(cls, path: str | Path, model_id: str | None = None, device: str = "cpu") -> Predictor:
@@ -127,6 +137,31 @@ class Predictor:
         """(1, 1, S, S) model input of a study (the one resize rule shared with training)."""
         x = _to_model_input(study.pixels, self.image_size)
         return torch.from_numpy(x)[None, None].to(self.device)
+
+    @staticmethod
+    def _digest(image: torch.Tensor) -> str:
+        """Key of one (1, 1, S, S) model input: its size and pixels (the study's sha256 would miss a resize)."""
+        x = image.detach().cpu().contiguous()
+        return f"{tuple(x.shape)}:" + hashlib.blake2b(x.numpy().tobytes(), digest_size=16).hexdigest()
+
+    def _remember_features(self, image: torch.Tensor, features: torch.Tensor) -> None:
+        with self._features_lock:
+            self._features[self._digest(image)] = features
+            while len(self._features) > FEATURE_CACHE_ENTRIES:
+                self._features.popitem(last=False)
+
+    def image_features(self, image: torch.Tensor) -> torch.Tensor:
+        """The trunk's features (1, C, h, w) of one model input: from the cache when ``predict`` just
+        computed them, else computed (and kept). Call under ``torch.inference_mode``."""
+        key = self._digest(image)
+        with self._features_lock:
+            hit = self._features.get(key)
+            if hit is not None:
+                self._features.move_to_end(key)
+                return hit
+        features = self.model.forward_features(image)
+        self._remember_features(image, features)
+        return features
 
     def context_tensor(self, context: PatientContext | None) -> torch.Tensor:
         return torch.from_numpy((context or PatientContext()).to_vector())[None].to(self.device)
@@ -251,7 +286,9 @@ class Predictor:
             ctx = torch.cat([self.context_tensor(c) for c in contexts])  # (B, context_dim)
             prompts = self.model.prompts(style.detail, modalities, len(studies))  # (B, 2)
             clock.append(time.perf_counter())
-            features = self.model.forward_features(images)  # (B, C, h, w)
+            features = self.model.forward_features(images)  # (B, C, h, w): always computed (latency)
+            if len(studies) == 1:
+                self._remember_features(images, features)  # for the divergence passes that follow
             clock.append(time.perf_counter())
             heads = self.model.forward_heads(features, ctx)
             f_prob = torch.sigmoid(heads.findings_logits).tolist()
@@ -345,7 +382,7 @@ class Predictor:
         """(T, V) next-token distributions with the decoder forced on ``tokens``: row t is the model's
         distribution over the word at position t given the image and the words before it."""
         ids, positions = self.encode_report(tokens, study.modality, detail)
-        features = self.model.forward_features(self.image_tensor(study))
+        features = self.image_features(self.image_tensor(study))  # predict's, when it just ran
         heads = self.model.forward_heads(features, self.context_tensor(context))
         memory = self.model.build_memory(features, heads, self.memory_probs(heads, [study.modality]))
         lm_logits = self.model.decoder(ids, torch.ones_like(ids), memory)  # as ``predict`` conditions it

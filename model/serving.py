@@ -27,8 +27,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import torch
-
 T = TypeVar("T")
 POLICY_ENV = "MEDDISTILL_INFERENCE"  # names a POLICIES entry; unset = DEFAULT_POLICY
 
@@ -169,6 +167,8 @@ class InferenceQueue:
             if n and getattr(self._local, "threads", 0) != n:
                 # torch's own count is process-wide, but OpenMP's team size is per calling thread:
                 # remember what this thread was given rather than asking torch
+                import torch  # here, not at module import: pages import this module before any model loads
+
                 torch.set_num_threads(n)
                 self._local.threads = n
             job.future.set_result(job.fn(*job.args, **job.kwargs))
@@ -239,3 +239,42 @@ def shared_queue() -> InferenceQueue:
                 target=_trim_forever, args=(TRIM_EVERY_S,), name="malloc-trim", daemon=True
             ).start()
         return _shared
+
+
+#: what a page needs before its first model call: torch, the networks (torchvision, transformers), the
+#: predictor, the explanations and the guard's network (about 7 CPU-s of imports on this machine)
+PREWARM_MODULES = (
+    "torch",
+    "model.networks",
+    "model.inference",
+    "model.explain.gradcam",
+    "model.explain.divergence",
+    "model.guard.network",
+)
+_prewarm_started = False
+
+
+def start_prewarm(modules: tuple[str, ...] = PREWARM_MODULES) -> bool:
+    """Import the model stack on a daemon thread, once per process; True when this call started it.
+
+    ``app.py`` calls it after drawing the navigation and the disclaimer, so the first paint never
+    waits for torch, and the imports have started before the page asks for a model. A page that needs
+    a module meanwhile simply waits on Python's import lock for the same import (no double work).
+    """
+    global _prewarm_started
+    with _shared_lock:
+        if _prewarm_started:
+            return False
+        _prewarm_started = True
+
+    def _import_all() -> None:
+        import importlib
+
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # best effort: the page's own import reports a real problem
+                return
+
+    threading.Thread(target=_import_all, name="prewarm-imports", daemon=True).start()
+    return True

@@ -211,3 +211,29 @@ def test_cli_bad_file_and_missing_model(ckpt_dir, tmp_path, capsys):
     img = _png(tmp_path / "y.png")
     assert main(["predict", str(img), "--model", str(tmp_path / "none")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_teacher_forcing_reuses_the_features_predict_just_computed(ckpt_dir, monkeypatch):
+    """The divergence passes after a prediction do not run the trunk again, and give the same numbers;
+    ``predict`` itself always runs it (its latency is the model's); the cache is bounded."""
+    import model.inference as inference
+
+    pred = Predictor.from_dir(ckpt_dir)
+    study, other = _study(21), _study(22)
+    tokens = pred.predict(study).tokens or ["the"]
+    fresh = pred.teacher_forced_probs(other, tokens)  # computes the trunk for `other`
+    calls = []
+    real = pred.model.forward_features
+    monkeypatch.setattr(pred.model, "forward_features", lambda x: calls.append(1) or real(x))
+    cached = pred.teacher_forced_probs(study, tokens)
+    assert calls == []  # predict's features were reused
+    pred._features.clear()
+    np.testing.assert_allclose(pred.teacher_forced_probs(study, tokens), cached, rtol=0, atol=1e-6)
+    assert len(calls) == 1  # computed once the cache was empty
+    pred.predict(study)
+    assert len(calls) == 2  # predict encodes even when the features are cached
+    np.testing.assert_allclose(pred.teacher_forced_probs(other, tokens), fresh, atol=1e-6)
+    monkeypatch.setattr(inference, "FEATURE_CACHE_ENTRIES", 3)
+    for seed in range(30, 36):
+        pred.predict(_study(seed))
+    assert len(pred._features) == 3

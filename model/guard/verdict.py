@@ -23,7 +23,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from model.types import GUARD_CLASSES, GuardVerdict, Prediction, Study
 
@@ -67,6 +66,8 @@ class Guard:
     # -- classifier ---------------------------------------------------------------------------------
     def probabilities(self, study: Study) -> dict[str, float]:
         """GUARD_CLASSES -> probability for one study (about a millisecond on one thread)."""
+        import torch  # here: pages import this module before any model (or torch) is loaded
+
         from model.guard.features import guard_image, guard_stats
 
         img = guard_image(study, self.size)
