@@ -12,6 +12,7 @@ OUT/pipeline.json. Sized to finish in well under 90 minutes on a 2-core CPU (see
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from model.distill.config import DistillConfig, TrainConfig
+from model.distill.config import DistillConfig, TrainConfig, cpu_has_fast_bf16
 from model.distill.data_plan import DataConfig, resolve_real_root
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "checkpoints"
@@ -45,7 +46,11 @@ class Profile:
     teacher_lr: float
     student_lr: float
     batch_size: int
-    bf16: bool  # bfloat16 autocast + channels-last: 2.5-4x faster ResNet-50 on this AMX CPU
+    bf16: bool  # bfloat16 autocast + channels-last: 2.5-4x faster on AMX CPUs, 17x slower on AVX2 ones
+    pretrain_images: int = 0  # teacher stage 0: distinct phantoms streamed (0 = no pre-training)
+    pretrain_size: int = 128  # its input size (progressive resizing: the joint stage runs at image_size)
+    pretrain_budget_s: float = 0.0  # its wall-clock budget (0 = none)
+    teacher_freeze: str = ""  # comma-separated parameter prefixes frozen in the teacher's joint stage
 
     def with_overrides(self, pairs: list[str]) -> Profile:
         """``["KEY=VALUE", ...]`` parsed by each field's current type ("None" clears an optional field)."""
@@ -66,17 +71,31 @@ class Profile:
 
 
 #: sizing profiles; "default" was sized from measured teacher throughput on the 2-core CPU
+_FROZEN_STEM = "encoder.trunk.conv1,encoder.trunk.bn1,encoder.trunk.layer1"
 PROFILES: dict[str, Profile] = {
+    # the quick profile: <= 90 minutes on the 2-core CPU (pre-training 20 min, teacher 25, students 2 x 10)
     "default": Profile(
-        n_cxr=2400, n_ct=1000, image_size=128, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
-        teacher_epochs=24, teacher_budget_s=2400.0,  # ResNet-50 trains at ~25 img/s (bf16) on the 2-core CPU
-        student_epochs=16, student_budget_s=720.0, labelled_frac=0.3, max_per_source=None,
-        teacher_lr=1e-3, student_lr=2e-3, batch_size=32, bf16=True,
+        n_cxr=2400, n_ct=1000, image_size=224, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
+        teacher_epochs=24, teacher_budget_s=1500.0, student_epochs=16, student_budget_s=600.0,
+        labelled_frac=0.3, max_per_source=None, teacher_lr=1e-3, student_lr=2e-3, batch_size=32,
+        bf16=cpu_has_fast_bf16(), pretrain_images=12_000, pretrain_size=128, pretrain_budget_s=1200.0,
+        teacher_freeze=_FROZEN_STEM,
+    ),
+    # the shipped weights (issue 10): pre-training ~40 min on a stream of distinct phantoms at 128 px,
+    # then the joint stage at 224 px, stem frozen (ResNet-50 fp32 on 2 AVX2 cores: ~9 img/s at 128 px,
+    # ~3 at 224 px)
+    "full": Profile(
+        n_cxr=2400, n_ct=1000, image_size=224, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
+        teacher_epochs=24, teacher_budget_s=2400.0, student_epochs=24, student_budget_s=720.0,
+        labelled_frac=0.3, max_per_source=None, teacher_lr=1e-3, student_lr=2e-3, batch_size=32,
+        bf16=cpu_has_fast_bf16(), pretrain_images=30_000, pretrain_size=128, pretrain_budget_s=2400.0,
+        teacher_freeze=_FROZEN_STEM,
     ),
     "fast": Profile(
         n_cxr=160, n_ct=80, image_size=64, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
         teacher_epochs=1, teacher_budget_s=120.0, student_epochs=2, student_budget_s=60.0,
-        labelled_frac=0.3, max_per_source=60, teacher_lr=1e-3, student_lr=2e-3, batch_size=16, bf16=True,
+        labelled_frac=0.3, max_per_source=60, teacher_lr=1e-3, student_lr=2e-3, batch_size=16, bf16=cpu_has_fast_bf16(),
+        pretrain_images=64, pretrain_size=64,
     ),
 }  # fmt: skip
 
@@ -84,12 +103,17 @@ PROFILES: dict[str, Profile] = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/default", help="run folder (data, checkpoints, pipeline.json)")
     p.add_argument("--fast", action="store_true", help="tiny sizes: a smoke test of every stage")
+    p.add_argument(
+        "--profile", choices=sorted(PROFILES), default="default",
+        help="default: the quick run (<= 90 min on 2 cores); full: reproduces the shipped weights",
+    )  # fmt: skip
     p.add_argument("--install", action="store_true", help="copy the checkpoints into assets/checkpoints/")
     p.add_argument("--real-data", default=None, help="real sets root (default: ../shared/data when present)")
     p.add_argument("--no-real", action="store_true", help="phantoms only")
     p.add_argument("--reuse", action="store_true", help="skip stages whose output already exists in OUT")
     p.add_argument(
-        "--only", nargs="*", default=None, help="run only these stages (data teacher student nokd evaluate)"
+        "--only", nargs="*", default=None,
+        help="run only these stages (data pretrain teacher student nokd evaluate)",
     )
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--seed", type=int, default=0)
@@ -98,7 +122,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _profile(args) -> Profile:
-    return PROFILES["fast" if args.fast else "default"].with_overrides(args.set)
+    return PROFILES["fast" if args.fast else args.profile].with_overrides(args.set)
 
 
 def _checkpoint_done(path: Path) -> bool:
@@ -172,6 +196,29 @@ def main(args) -> int:
     )
     show = not args.quiet
 
+    pretrained = out / "pretrain" / "pretrain.safetensors"
+
+    def pretrain_stage():
+        from model.distill.pretrain import PretrainConfig, pretrain
+
+        cfg = dataclasses.replace(
+            resolve_preset(prof.teacher_arch),
+            image_size=prof.pretrain_size,
+            input_norm="per_image" if data.real_root is not None else "none",  # as _build will set it
+        )
+        from model.networks import build_model
+
+        torch.manual_seed(args.seed)
+        pcfg = PretrainConfig(
+            n_images=prof.pretrain_images, image_size=prof.pretrain_size, batch_size=prof.batch_size,
+            lr=prof.teacher_lr, time_budget_s=prof.pretrain_budget_s or None, seed=args.seed,
+        )  # fmt: skip
+        rec = pretrain(build_model(cfg), pcfg, out / "pretrain", resume=args.reuse, show_progress=show)
+        return {k: rec[k] for k in ("steps", "images_seen", "validation")}
+
+    if prof.pretrain_images:
+        stage("pretrain", pretrain_stage, skip=args.reuse and pretrained.is_file())
+
     def teacher():
         card = train_supervised(
             resolve_preset(prof.teacher_arch),
@@ -181,6 +228,8 @@ def main(args) -> int:
                 epochs=prof.teacher_epochs,
                 lr=prof.teacher_lr,
                 time_budget_s=prof.teacher_budget_s,
+                init_from=str(pretrained) if prof.pretrain_images and pretrained.is_file() else None,
+                freeze=tuple(p for p in prof.teacher_freeze.split(",") if p) if prof.pretrain_images else (),
             ),
             ckpt["teacher"],
             role="teacher",

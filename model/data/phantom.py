@@ -59,6 +59,10 @@ def cardiothoracic_ratio(case: PhantomCase) -> float:
 # Ground truth
 
 
+#: below these sizes (mm) a finding is drawn but labelled ``subtle`` (kept in every split, reported apart)
+SUBTLE_MM = {"effusion": 25.0, "pneumothorax": 12.0, "nodule": 8.0, "consolidation": 38.0}
+
+
 def _side(rng: np.random.Generator, p_right: float = 0.55) -> str:
     return "right" if rng.random() < p_right else "left"
 
@@ -70,52 +74,69 @@ def _severity(rng: np.random.Generator, p=(0.5, 0.35, 0.15)) -> str:
 def _cardiomegaly(rng) -> Finding:
     ratio = round(float(rng.uniform(0.52, 0.65)), 3)
     sev = "mild" if ratio < 0.56 else "moderate" if ratio < 0.60 else "severe"
-    return Finding("cardiomegaly", severity=sev, ratio=ratio)
+    return Finding("cardiomegaly", severity=sev, ratio=ratio, subtle=ratio < 0.54)
 
 
 def _effusion(rng, side: str | None = None, small: bool = False) -> Finding:
     if side is None:
         side = str(rng.choice(("right", "left", "bilateral"), p=(0.45, 0.3, 0.25)))
     sev = "mild" if small else _severity(rng)
-    depth = {"mild": (10, 30), "moderate": (30, 65), "severe": (65, 110)}[sev]
-    return Finding("pleural_effusion", side=side, zone="basal", severity=sev, size_mm=_mm(rng, depth))
+    # height of the fluid at the lateral wall: mild blunts the costophrenic angle, moderate hides the
+    # hemidiaphragm, severe reaches the mid zone (issue 10: the whole clinical range, not only the small end)
+    depth = {"mild": (15, 40), "moderate": (40, 100), "severe": (100, 170)}[sev]
+    size = _mm(rng, depth)
+    return Finding(
+        "pleural_effusion", side=side, zone="basal", severity=sev, size_mm=size, subtle=size < SUBTLE_MM["effusion"]
+    )
 
 
 def _pneumothorax(rng) -> Finding:
     sev = _severity(rng, (0.45, 0.35, 0.2))
     depth = {"mild": (6, 20), "moderate": (20, 35), "severe": (35, 55)}[sev]
-    return Finding("pneumothorax", side=_side(rng), zone="apical", severity=sev, size_mm=_mm(rng, depth))
+    size = _mm(rng, depth)
+    return Finding(
+        "pneumothorax", side=_side(rng), zone="apical", severity=sev, size_mm=size,
+        subtle=size < SUBTLE_MM["pneumothorax"],
+    )  # fmt: skip
 
 
 def _nodule(rng) -> Finding:
     mass = rng.random() < 0.25  # >= 30 mm is a mass
-    size = _mm(rng, (30, 50) if mass else (6, 28))
+    size = _mm(rng, (30, 50) if mass else (5, 28))
     character = str(rng.choice(("smooth", "calcified", "spiculated"), p=(0.45, 0.25, 0.3)))
     if mass and character == "calcified":
         character = "spiculated"
     zone = str(rng.choice(("upper", "middle", "lower"), p=(0.45, 0.3, 0.25)))
-    return Finding("nodule", side=_side(rng), zone=zone, size_mm=size, character=character)
+    sev = "mild" if size < 10 else "moderate" if size < 30 else "severe"  # small nodule / nodule / mass
+    return Finding(
+        "nodule", side=_side(rng), zone=zone, size_mm=size, character=character, severity=sev,
+        subtle=size < SUBTLE_MM["nodule"],
+    )  # fmt: skip
 
 
 def _consolidation(rng, side: str | None = None) -> Finding:
     zone = str(rng.choice(("upper", "middle", "lower"), p=(0.25, 0.3, 0.45)))
     sev = _severity(rng)
     extent = {"mild": (30, 50), "moderate": (50, 75), "severe": (75, 100)}[sev]
+    size = _mm(rng, extent)
     return Finding(
-        "consolidation", side=side or _side(rng), zone=zone, severity=sev, size_mm=_mm(rng, extent)
-    )
+        "consolidation", side=side or _side(rng), zone=zone, severity=sev, size_mm=size,
+        subtle=size < SUBTLE_MM["consolidation"],
+    )  # fmt: skip
 
 
 def _edema(rng) -> Finding:
-    return Finding("edema", side="bilateral", zone="hilar", severity=_severity(rng))
+    sev = _severity(rng)
+    return Finding("edema", side="bilateral", zone="hilar", severity=sev, subtle=sev == "mild")
 
 
 def _atelectasis(rng, side: str | None = None) -> Finding:
     character = "plate-like" if rng.random() < 0.7 else "segmental"
     zone = "lower" if rng.random() < 0.75 else "middle"
+    sev = _severity(rng, (0.6, 0.3, 0.1))
     return Finding(
-        "atelectasis", side=side or _side(rng), zone=zone, severity=_severity(rng, (0.6, 0.3, 0.1)),
-        character=character,
+        "atelectasis", side=side or _side(rng), zone=zone, severity=sev, character=character,
+        subtle=sev == "mild" and character == "plate-like",
     )  # fmt: skip
 
 

@@ -190,10 +190,15 @@ def _train_stages(model, train_set, val_set, tcfg, dcfg, out_dir, env, resume, s
     """The joint stage, then the optional heads-only fine-tuning: (the result kept, card's "stages")."""
     if env.is_main and not resume:
         _reset_log(out_dir)
+    frozen = tuple(tcfg.freeze)
     result = fit(
         model, train_set, val_set, tcfg, dcfg, out_dir,
         env=env, projector=projector, resume=resume, show_progress=show_progress,
+        trainable=(lambda name: not name.startswith(frozen)) if frozen else None,
     )  # fmt: skip
+    if frozen:
+        for p in model.parameters():
+            p.requires_grad_(True)
     stages = {"joint": _fit_summary(result)}
     if tcfg.finetune_epochs > 0:
         ft = finetune_heads(model, train_set, val_set, tcfg, dcfg, out_dir, env)
@@ -244,6 +249,17 @@ def train_supervised(
     tokenizer, tok_origin = _tokenizer(labelled, tokenizer_from)
     torch.manual_seed(tcfg.seed)
     model, cfg = _build(model_cfg, len(tokenizer), tcfg.dropout, data, tcfg.intensity_norm)
+    init = None
+    if tcfg.init_from:
+        from model.distill.pretrain import load_pretrained
+
+        init = {"path": str(tcfg.init_from), **load_pretrained(model, Path(tcfg.init_from))}
+        record = Path(tcfg.init_from).with_name("pretrain.json")
+        if record.is_file():
+            import json
+
+            doc = json.loads(record.read_text())
+            init["pretrain"] = {k: doc.get(k) for k in ("config", "steps", "images_seen", "wall_s", "validation")}
     train_set = to_tensorset(labelled, tokenizer, data, tcfg.seed)
     val_set = to_tensorset(val_samples, tokenizer, data, tcfg.seed + 1)
     dcfg = DistillConfig().without_kd()
@@ -256,6 +272,8 @@ def train_supervised(
         "tokenizer": tok_origin,
         "data": {"labelled": describe(labelled), "transfer": None, "val": describe(val_samples)},
     }
+    if init is not None:
+        training["init"] = init
     card = _card(role, cfg, model, training, result, stages, env, t0)
     if role == "student_nokd":
         card["training"]["fair_comparison"] = (
