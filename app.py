@@ -9,6 +9,7 @@ fonts.gstatic.com, and the app must work with no network.
 import streamlit as st
 
 from components.layout import render_disclaimer
+from model.serving import start_prewarm
 
 st.set_page_config(page_title="MedDistill Studio", page_icon="🩻", layout="wide")
 
@@ -28,8 +29,10 @@ PAGES = [
         url_path="distillation",
     ),
     st.Page("components/pages/models.py", title="Models", icon="🧾", url_path="models"),
+    st.Page("components/pages/updates.py", title="Model updates", icon="🔁", url_path="updates"),
 ]
 
 page = st.navigation(PAGES)
 render_disclaimer()
+start_prewarm()  # torch and the networks import on a background thread from the first paint on
 page.run()

@@ -1,7 +1,8 @@
 """The Grad-CAM panel: target picker, method, opacity; teacher | student overlays.
 
 It runs as an ``st.fragment`` so moving the opacity slider or picking a target re-runs only this panel,
-never report generation.
+never report generation. ``model.explain.gradcam`` (torch, the networks) is imported when the panel is
+drawn, not when a page imports this module: a page paints before the models load.
 """
 
 from __future__ import annotations
@@ -12,23 +13,20 @@ from components.escaping import md_error, md_name
 from components.model_store import MODEL_TITLES, ModelSet
 from components.predictions import explain_cached
 from components.study_view import display_pixels, draw_mask_outlines
-from model.explain.gradcam import (
-    CAM_METHODS,
-    DEFAULT_CAM_LAYER,
-    DEFAULT_CAM_METHOD,
-    list_targets,
-    overlay,
-    sentence_texts,
-)
 from model.types import FINDING_LABELS, FINDINGS, PatientContext, Prediction, ReportStyle, Study
 
 CAM_WIDTH = 400  # px per overlay
-CAM_DEFAULT_NOTE = (
-    f"Default: {DEFAULT_CAM_METHOD} on the teacher's {DEFAULT_CAM_LAYER['resnet50']} and the student's "
-    f"{DEFAULT_CAM_LAYER['mobilenet_v3_small']}, the best pointing game on the validation phantoms "
-    "(benchmarks/results/cam.json): an 8 x 8 grid at 128 px instead of the last stage's 4 x 4. Both models "
-    "still localise poorly on the phantoms: treat the maps as coarse hints."
-)
+
+
+def cam_default_note() -> str:
+    from model.explain.gradcam import DEFAULT_CAM_LAYER, DEFAULT_CAM_METHOD
+
+    return (
+        f"Default: {DEFAULT_CAM_METHOD} on the teacher's {DEFAULT_CAM_LAYER['resnet50']} and the student's "
+        f"{DEFAULT_CAM_LAYER['mobilenet_v3_small']}, the best pointing game on the validation phantoms "
+        "(benchmarks/results/cam.json): an 8 x 8 grid at 128 px instead of the last stage's 4 x 4. Both "
+        "models still localise poorly on the phantoms: treat the maps as coarse hints."
+    )
 
 
 def default_target(study: Study, preds: dict[str, Prediction]) -> str:
@@ -49,6 +47,8 @@ def _target_label(target: str, preds: dict[str, Prediction]) -> str:
 
 
 def cam_controls_ui(study: Study, preds: dict[str, Prediction], key: str) -> tuple[str, str, float]:
+    from model.explain.gradcam import CAM_METHODS, DEFAULT_CAM_METHOD, list_targets
+
     longest = max(preds.values(), key=lambda p: len(p.tokens)).tokens
     targets = list_targets(study.modality, longest)
     tkey = f"cam_target_{key}"
@@ -57,9 +57,10 @@ def cam_controls_ui(study: Study, preds: dict[str, Prediction], key: str) -> tup
     c1, c2, c3 = st.columns([2, 1, 1])
     target = c1.selectbox("Explain", targets, format_func=lambda t: _target_label(t, preds), key=tkey)
     st.session_state.setdefault("cam_method", DEFAULT_CAM_METHOD)
-    method = c2.selectbox("Method", CAM_METHODS, key="cam_method", help=CAM_DEFAULT_NOTE)
+    note = cam_default_note()
+    method = c2.selectbox("Method", CAM_METHODS, key="cam_method", help=note)
     alpha = c3.slider("Overlay opacity", 0.0, 1.0, 0.45, step=0.05, key="cam_alpha")
-    st.caption(CAM_DEFAULT_NOTE)
+    st.caption(note)
     return target, method, alpha
 
 
@@ -73,6 +74,8 @@ def render_cam_panel(
     style: ReportStyle,
     masks=None,
 ) -> None:
+    from model.explain.gradcam import overlay, sentence_texts
+
     st.subheader("Grad-CAM: where each model looks")
     target, method, alpha = cam_controls_ui(study, preds, study_key[:16])
     show_masks = bool(masks) and st.toggle("Outline ground truth", value=True, key="cam_masks")

@@ -11,8 +11,8 @@ Resolution order:
 The registry is read on every rerun (one query): a version promoted or rolled back from the CLI is
 served from the next page view on, without a restart.
 
-Predictors are never mutated after loading; each keeps a ``lock`` that Grad-CAM holds while its hooks
-are on the shared model.
+Predictors are never mutated after loading (apart from a bounded, locked cache of trunk features that
+the divergence passes reuse); Grad-CAM hooks only its own per-call tap and writes no parameter gradient.
 """
 
 from __future__ import annotations
@@ -202,19 +202,18 @@ def _load_model_set(origin: str, key: str, dirs_items: tuple[tuple[str, str], ..
 
 
 def _warm_up(predictors: dict) -> None:
-    """One tiny prediction each, on the inference queue's thread, so the first user's upload does not
-    pay one-off kernel set-up."""
+    """One tiny prediction each on the inference queue's thread, queued behind every page's own work
+    (``DEFERRED``) and not waited for: a page that needs a model first does the warming itself, and
+    the load does not wait for it (0.3 CPU-s of a cold start)."""
     import numpy as np
 
-    from model.serving import shared_queue
+    from model.serving import DEFERRED, shared_queue
     from model.types import ReportStyle, Study
 
     study = Study(pixels=np.full((64, 64), 0.5, np.float32), modality="CXR", source="warm-up")
     for p in predictors.values():
-        try:
-            shared_queue().run(p.predict, study, style=ReportStyle(max_new_tokens=4))
-        except Exception:  # warm-up is best effort; real errors surface on the page
-            pass
+        # best effort: the future's exception is never read; real errors surface on the page
+        shared_queue().submit_at(DEFERRED, p.predict, study, style=ReportStyle(max_new_tokens=4))
 
 
 _READY: set[str] = set()  # model-set keys loaded in this process (only then no progress box)
@@ -232,7 +231,7 @@ def _load_with_progress(origin: str, key: str, dirs_items: tuple[tuple[str, str]
         for m, d in dirs_items:
             status.write(f"Loading the {MODEL_TITLES.get(m, m).lower()} ({Path(d).name})…")
             _load_predictor(m, d, key)
-        status.write("Warming up (one tiny prediction per model)…")
+        status.write("Sizing the checkpoints…")
         ms = _load_model_set(origin, key, dirs_items)
     _READY.add(key)
     slot.empty()

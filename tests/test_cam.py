@@ -58,6 +58,7 @@ def _wrapper_and_target(pred: _Tiny, kind: str, layer: str):
 
 
 def _library_map(method: str, wrapper, target, images) -> np.ndarray:
+    pytest.importorskip("pytorch_grad_cam", reason="grad-cam is a test extra (pip install -e .[test])")
     from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
 
     classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM,
