@@ -20,6 +20,10 @@ own browser context. Figures (wall clock; the machine's load average is recorded
   written) plus ``--after-visit-s`` (the server trims its heap every minute);
 * ``non_local_requests``: every request a page made to anything but the local server (should be none).
 
+CPU seconds (the server's user + system time, ``/proc/PID/stat``) are recorded beside every wall time,
+with the 1-minute load average: on a machine other jobs are loading, wall times say mostly what they
+left us, CPU seconds say what the app costs (``benchmarks/bench_cpu.py`` measures them in one process).
+
 Writes ``benchmarks/results/load.json`` (``--json``). Bounded: every wait has a timeout and the whole
 run stops after ``--max-minutes``.
 """
@@ -55,6 +59,9 @@ from bench_app import (  # noqa: E402  (the app driver shared with bench_app.py)
 
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 WAIT_MS = 300_000  # one page wait; the run as a whole is bounded by --max-minutes
+
+#: the page's title is drawn (the first paint: before any model is loaded)
+FIRST_PAINT_JS = """() => !!document.querySelector("[data-testid='stApp'] h1")"""
 
 #: the study called `name` is shown (its viewer caption) and the script has finished
 SHOWN_JS = """(name) => {
@@ -148,8 +155,14 @@ async def run(args, tmp: Path) -> dict:
             await asyncio.to_thread(wait_health, url, 180)
             result["health_s"] = round(time.perf_counter() - t0, 2)
             ctx0, page0 = await new_session(browser, outside)
-            await open_ready(page0, url)
+            await page0.goto(url, wait_until="domcontentloaded")
+            await page0.wait_for_function(FIRST_PAINT_JS, timeout=WAIT_MS, polling=50)
+            result["first_paint_s"] = round(time.perf_counter() - t0, 2)
+            result["first_paint_server_cpu_s"] = round(cpu_s(proc.pid), 2)
+            await page0.wait_for_function(READY_JS, arg=["", True], timeout=WAIT_MS, polling=100)
             result["cold_start_s"] = round(time.perf_counter() - t0, 2)
+            result["cold_start_server_cpu_s"] = round(cpu_s(proc.pid), 2)
+            result["load_avg_at_cold_start"] = [round(x, 2) for x in os.getloadavg()]
             await asyncio.sleep(2)
             rss_idle = rss_mb(proc.pid)
             print(f"cold start {result['cold_start_s']} s, idle RSS {rss_idle:.0f} MB", flush=True)
@@ -159,6 +172,7 @@ async def run(args, tmp: Path) -> dict:
             await asyncio.gather(*(open_ready(p, url) for _, p in sessions))
             first_pages = time.perf_counter() - t
             files = upload_images(args.sessions, tmp)  # fresh images: no cache hit
+            load_before = [round(x, 2) for x in os.getloadavg()]
             c = cpu_s(proc.pid)
             t = time.perf_counter()
             per = await asyncio.gather(
@@ -175,15 +189,20 @@ async def run(args, tmp: Path) -> dict:
                 "all_idle_s": round(max(r["idle_s"] for r in per), 2),
                 # what the server itself spent (the browsers share the cores too): load-independent
                 "server_cpu_s_per_session": round(server_cpu / args.sessions, 2),
+                "server_cpu_s_total": round(server_cpu, 2),
+                "load_avg_before": load_before,
                 "load_avg_after": [round(x, 2) for x in os.getloadavg()],
             }
             print(json.dumps(result["concurrent"]), flush=True)
 
             # one session alone: the idle-machine upload latency (as far as the machine is idle)
+            c = cpu_s(proc.pid)
             single = await upload_and_wait(
                 page0, upload_images(args.sessions + 1, tmp)[-1], time.perf_counter()
             )
             result["single_upload_to_rendered_s"] = round(single["rendered_s"], 2)
+            result["single_upload_server_cpu_s"] = round(cpu_s(proc.pid) - c, 2)  # to the page idle
+            result["load_avg_at_single_upload"] = [round(x, 2) for x in os.getloadavg()]
 
             if args.large_count:
                 paths = large_images(args.large_count, args.large_side, tmp)
