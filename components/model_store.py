@@ -225,6 +225,10 @@ def _load_with_progress(origin: str, key: str, dirs_items: tuple[tuple[str, str]
         return _load_model_set(origin, key, dirs_items)
     slot = st.empty()
     with slot.status("Loading models (once per server)…", expanded=True) as status:
+        from model.serving import wait_prewarm
+
+        status.write("Importing torch and the networks…")
+        wait_prewarm()  # app.py's background imports: wait for them rather than race them
         if origin == "demo":
             status.write("Building untrained demo weights…")
             _demo_dirs()

@@ -241,25 +241,26 @@ def shared_queue() -> InferenceQueue:
         return _shared
 
 
-#: what a page needs before its first model call: torch, the networks (torchvision, transformers), the
-#: predictor, the explanations and the guard's network (about 7 CPU-s of imports on this machine)
+#: what a page needs before its first model call, third-party only (about 6 CPU-s of imports here): our
+#: own modules are left to the page, so the two threads never import one package set in two orders
+#: (Python accepts a half-initialised module when two threads' imports wait on each other)
 PREWARM_MODULES = (
     "torch",
-    "model.networks",
-    "model.inference",
-    "model.explain.gradcam",
-    "model.explain.divergence",
-    "model.guard.network",
+    "torchvision",  # its ops pull torch._dynamo (1.6 CPU-s), which transformers' GPT-2 needs too
+    "transformers",
+    "transformers.models.gpt2.modeling_gpt2",
+    "safetensors.torch",
 )
 _prewarm_started = False
+_prewarm_done = threading.Event()
 
 
 def start_prewarm(modules: tuple[str, ...] = PREWARM_MODULES) -> bool:
     """Import the model stack on a daemon thread, once per process; True when this call started it.
 
     ``app.py`` calls it after drawing the navigation and the disclaimer, so the first paint never
-    waits for torch, and the imports have started before the page asks for a model. A page that needs
-    a module meanwhile simply waits on Python's import lock for the same import (no double work).
+    waits for torch, and the imports have started before the page asks for a model; ``wait_prewarm``
+    lets the model loader wait for them instead of importing the same packages at the same time.
     """
     global _prewarm_started
     with _shared_lock:
@@ -270,11 +271,19 @@ def start_prewarm(modules: tuple[str, ...] = PREWARM_MODULES) -> bool:
     def _import_all() -> None:
         import importlib
 
-        for name in modules:
-            try:
+        try:
+            for name in modules:
                 importlib.import_module(name)
-            except Exception:  # best effort: the page's own import reports a real problem
-                return
+        except Exception:  # best effort: the page's own import reports a real problem
+            pass
+        finally:
+            _prewarm_done.set()
 
     threading.Thread(target=_import_all, name="prewarm-imports", daemon=True).start()
     return True
+
+
+def wait_prewarm(timeout: float = 120.0) -> None:
+    """Block until a started pre-warm has finished (at most ``timeout`` s); returns at once otherwise."""
+    if _prewarm_started:
+        _prewarm_done.wait(timeout)

@@ -1,0 +1,89 @@
+"""Cold start: pages paint before torch loads, the serving path never imports pytorch-grad-cam or
+scikit-learn, and the background pre-warm imports the model stack once per process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "torchvision", "transformers", "sklearn", "pytorch_grad_cam", "cv2", "matplotlib")
+
+
+def _modules_after(code: str) -> dict[str, bool]:
+    """Which HEAVY modules a fresh interpreter holds after running ``code``."""
+    probe = textwrap.dedent(code) + f"\nimport sys\nprint({{m: m in sys.modules for m in {HEAVY!r}}})\n"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True
+    )
+    return eval(out.stdout.strip().splitlines()[-1])  # a dict literal we printed ourselves
+
+
+def test_page_modules_import_without_torch():
+    loaded = _modules_after(
+        """
+        import components.cam_view, components.controls, components.layout, components.model_store
+        import components.prediction_view, components.predictions, model.guard, model.serving
+        """
+    )
+    assert not any(loaded.values()), loaded
+
+
+def test_a_grad_cam_needs_neither_pytorch_grad_cam_nor_sklearn():
+    loaded = _modules_after(
+        """
+        import sys, threading
+        import numpy as np
+        sys.path.insert(0, "tests")
+        from tiny_training import tiny_model
+        from model.explain.gradcam import explain
+        from model.networks import build_tokenizer
+        from model.types import Study
+
+        class P:
+            tokenizer = build_tokenizer(["The heart is enlarged."])
+            model = tiny_model("tiny-student", len(tokenizer), seed=0)[0].eval()
+            lock = threading.Lock()
+
+        px = np.random.default_rng(0).random((48, 48), dtype=np.float32)
+        for method in ("gradcam", "hirescam", "gradcam++", "layercam", "eigencam"):
+            explain(P(), Study(pixels=px, modality="CXR"), "finding:nodule", method=method)
+        """
+    )
+    assert loaded["torch"]  # the probe did run a CAM
+    assert not loaded["pytorch_grad_cam"] and not loaded["sklearn"] and not loaded["cv2"], loaded
+
+
+def test_start_prewarm_imports_once_in_the_background(monkeypatch):
+    import threading
+
+    import model.serving as serving
+
+    serving.wait_prewarm(0)  # nothing started in this state: returns at once
+    monkeypatch.setattr(serving, "_prewarm_started", False)
+    monkeypatch.setattr(serving, "_prewarm_done", threading.Event())
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    assert serving.start_prewarm(("colorsys",)) is True
+    assert serving.start_prewarm(("colorsys",)) is False  # once per process
+    serving.wait_prewarm(30)
+    assert serving._prewarm_done.is_set() and "colorsys" in sys.modules
+    # a module that cannot be imported ends the pre-warm quietly, and waiting still returns
+    monkeypatch.setattr(serving, "_prewarm_started", False)
+    monkeypatch.setattr(serving, "_prewarm_done", threading.Event())
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    assert serving.start_prewarm(("no_such_module_xyz", "colorsys")) is True
+    t = time.perf_counter()
+    serving.wait_prewarm(30)
+    assert serving._prewarm_done.is_set() and time.perf_counter() - t < 30
+
+
+def test_prewarm_list_is_third_party_only():
+    """Our own modules are imported by the page alone: two threads importing them in different orders
+    could each wait on the other (Python then hands one a half-initialised module)."""
+    from model.serving import PREWARM_MODULES
+
+    assert PREWARM_MODULES[0] == "torch"
+    assert not [m for m in PREWARM_MODULES if m.split(".")[0] in ("model", "components")]
