@@ -170,3 +170,37 @@ def test_a_refused_image_cannot_be_reviewed(app, data_dir):
     assert any("cannot be reviewed" in i.value for i in app.info)
     assert not [w for w in app.button if w.key and w.key.startswith("rv_")]
     assert not _reviewed(app)
+
+
+def test_a_locked_database_says_so_and_nothing_is_lost(app, data_dir):
+    """Another writer holds the database: the save waits the store's lock timeout, then says so."""
+    import sqlite3
+
+    from model.review import ReviewStore
+
+    ReviewStore.open().close()  # the store exists (version 1 registered)
+    app.run()
+    _w(app, "text_area", "_note").set_value("first").run()
+    _w(app, "button", "_save").click().run()
+    assert any("Review saved" in s.value for s in app.success)
+    holder = sqlite3.connect(data_dir / "meddistill.sqlite", timeout=0.1, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    try:
+        _w(app, "text_area", "_note").set_value("second").run()
+        _w(app, "button", "_save").click().run()
+        assert not app.exception
+        errors = [e.value for e in app.error if "not saved" in e.value]
+        assert errors and "lock" in errors[0].lower(), _text(app)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    _w(app, "button", "_save").click().run()  # the lock is gone: the same draft saves now
+    assert any("Review saved" in s.value for s in app.success)
+    assert sorted(r.note for r in _store().list_reviews()) == ["first", "second"]
+
+
+def test_report_boxes_escape_markup():
+    from components.review_view import report_box_html
+
+    out = report_box_html('<img src=x onerror="alert(1)"> & [link](https://x.y)')
+    assert "<img" not in out and "&lt;img" in out and "&amp;" in out
