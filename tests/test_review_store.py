@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from model.review import (
     pixel_sha256,
 )
 from model.review import schema as S
-from model.review.store import SHIPPED_DIR, _make_engine
+from model.review.engine import make_engine
+from model.review.registry import SHIPPED_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "review_worker.py"
@@ -143,6 +145,8 @@ def test_sigkill_mid_save_loses_no_committed_review(db_url, data_dir):  # noqa: 
         env=_worker_env(),
     )
     committed = []
+    watchdog = threading.Timer(300, proc.kill)  # a writer that hangs fails the test instead of the run
+    watchdog.start()
     try:
         for line in proc.stdout:
             if line.startswith("saved "):
@@ -153,6 +157,7 @@ def test_sigkill_mid_save_loses_no_committed_review(db_url, data_dir):  # noqa: 
             pytest.fail(f"writer exited early: {proc.stderr.read()[-2000:]}")
         os.kill(proc.pid, signal.SIGKILL)  # between the INSERT and the COMMIT of save number pause_at
     finally:
+        watchdog.cancel()
         proc.kill()
         proc.wait(timeout=30)
     assert len(committed) == pause_at
@@ -304,7 +309,7 @@ def test_locked_database(db_url, data_dir):  # noqa: F811
             other.execute("BEGIN EXCLUSIVE")
             release = other.rollback
         else:
-            engine = _make_engine(store.engine.url, 5)
+            engine = make_engine(store.engine.url, 5)
             other = engine.connect()
             tx = other.begin()
             other.execute(text("LOCK TABLE reviews IN ACCESS EXCLUSIVE MODE"))
@@ -357,7 +362,7 @@ def test_migrates_an_old_schema_keeping_its_data(db_url, data_dir):  # noqa: F81
     from sqlalchemy.engine import make_url
 
     data_dir.mkdir(parents=True)
-    engine = _make_engine(make_url(db_url), 5)
+    engine = make_engine(make_url(db_url), 5)
     number, description, first_step = S.MIGRATIONS[0]
     with engine.begin() as conn:  # a database as version 1 left it, with one review
         first_step(conn)
@@ -433,6 +438,6 @@ def test_integrity_check_finds_a_damaged_image(store, data_dir):  # noqa: F811
 def test_engine_is_not_psycopg2(db_url):  # noqa: F811
     from sqlalchemy.engine import make_url
 
-    engine = _make_engine(make_url(db_url), 5)
+    engine = make_engine(make_url(db_url), 5)
     assert engine.dialect.driver in ("pysqlite", "psycopg")
     engine.dispose()

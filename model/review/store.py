@@ -22,45 +22,35 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from model.review import schema as S
+from model.review.engine import WRITE_OPTION, make_engine
+from model.review.errors import (  # noqa: F401  (public names stay importable from store)
+    InvalidReviewError,
+    SchemaTooNewError,
+    StoreError,
+    StoreUnavailableError,
+    unavailable,
+)
 from model.review.pixels import check_pixels, image_path, pixel_sha256, read_png, write_png
-from model.review.types import ModelVersion, Review, as_iso, now_iso
+from model.review.registry import ROOT, SHIPPED_DIR, VERSION_ROLES, ModelRegistry, _dumps  # noqa: F401
+from model.review.types import Review, as_iso, now_iso
 from model.review.validation import review_problem
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_DIR = ROOT / "assets" / "checkpoints"
-#: Roles whose weights a model version holds (a folder each, with a model card).
-VERSION_ROLES: tuple[str, ...] = ("teacher", "student", "student_nokd")
 DB_FILE = "meddistill.sqlite"
 #: Seconds a statement waits for another writer's lock before the store says the database is locked.
 DEFAULT_TIMEOUT_S = 10.0
 
 __all__ = ["ReviewStore", "StoreError", "pixel_sha256", "default_data_dir", "default_db_url"]
-
-
-class StoreError(Exception):
-    """Anything a user can cause that stops the store: the message is a sentence for them."""
-
-
-class InvalidReviewError(StoreError):
-    """An empty or absurd review, or pixels that are not a de-identified image."""
-
-
-class StoreUnavailableError(StoreError):
-    """The database is missing, unreachable, read-only, locked or damaged."""
-
-
-class SchemaTooNewError(StoreError):
-    """The database was written by a newer meddistill."""
 
 
 def default_data_dir() -> Path:
@@ -86,31 +76,7 @@ def review_id(review: Review) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _classify(err: BaseException) -> str:
-    """ "read-only" | "locked" | "unreachable" | "damaged" | "other" from a driver error."""
-    text = " ".join(str(a) for a in (getattr(err, "orig", None) or err).args).lower()
-    name = type(getattr(err, "orig", None) or err).__name__.lower()
-    if "readonly" in text or "read-only" in text or "read only" in text or "permission denied" in text:
-        return "read-only"
-    if "locked" in text or "lock timeout" in text or "busy" in text or "locknotavailable" in name:
-        return "locked"
-    if any(
-        w in text
-        for w in ("unable to open", "could not connect", "connection refused", "connection to server")
-    ):
-        return "unreachable"
-    if "does not exist" in text and "database" in text:
-        return "unreachable"
-    if "malformed" in text or "not a database" in text or "disk i/o" in text:
-        return "damaged"
-    return "other"
-
-
-class ReviewStore:
+class ReviewStore(ModelRegistry):
     """Reviews + images + model registry behind one database URL. Open with :meth:`open`."""
 
     def __init__(self, engine: Engine, data_dir: Path, where: str, timeout_s: float) -> None:
@@ -176,7 +142,7 @@ class ReviewStore:
                 ) from e
         if db_file is not None:
             where = str(db_file)
-        engine = _make_engine(sa_url, timeout_s)
+        engine = make_engine(sa_url, timeout_s)
         store = cls(engine, data_dir, where, timeout_s)
         try:
             store._migrate()
@@ -203,38 +169,12 @@ class ReviewStore:
         except StoreError:
             raise
         except (SQLAlchemyError, OSError) as e:
-            db = self.where
-            if isinstance(e, OSError):
-                raise StoreUnavailableError(
-                    f"The review store's files under {self.data_dir} could not be written or read, so "
-                    f"{action} did not happen: {e.strerror or e}. Check the folder's permissions and free space."
-                ) from e
-            kind = _classify(e)
-            if kind == "read-only":
-                msg = (
-                    f"The review database {db} is read-only, so {action} did not happen. Make it writable "
-                    "or point --db-url / MEDDISTILL_DB_URL at a writable database; nothing stored was lost."
-                )
-            elif kind == "locked":
-                msg = (
-                    f"The review database {db} is locked by another program (waited {self.timeout_s:g} s), "
-                    f"so {action} did not happen. Try again when it is done; nothing stored was lost."
-                )
-            elif kind == "unreachable":
-                msg = f"Cannot open the review database {db}, so {action} did not happen: {_first_line(e)}."
-            elif kind == "damaged":
-                msg = (
-                    f"The review database {db} is damaged or is not a meddistill database, so {action} did "
-                    f"not happen ({_first_line(e)}). Restore it from a backup or use another --db-url."
-                )
-            else:
-                msg = f"The review database {db} failed while {action}: {_first_line(e)}."
-            raise StoreUnavailableError(msg) from e
+            raise unavailable(e, self.where, self.data_dir, action, self.timeout_s) from e
 
     @contextmanager
     def _write(self, action: str) -> Iterator[Connection]:
         """One write transaction (SQLite: BEGIN IMMEDIATE), committed on leaving the block."""
-        with self._errors(action), self.engine.connect().execution_options(store_write=True) as conn:
+        with self._errors(action), self.engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:
             with conn.begin():
                 yield conn
 
@@ -289,7 +229,7 @@ class ReviewStore:
         problem = review_problem(review)
         if problem:
             raise InvalidReviewError(f"Cannot save this review: {problem}.")
-        review = _replace(review, image_sha256=sha, created_at=as_iso(review.created_at))
+        review = replace(review, image_sha256=sha, created_at=as_iso(review.created_at))
         rid = review_id(review)
         arr = np.asarray(pixels)
         with self._errors("saving the image"):
@@ -386,157 +326,6 @@ class ReviewStore:
             problems.append(f"{statuses.count('current')} current model versions (expected exactly 1)")
         return problems
 
-    # ------------------------------------------------------------------------------------------
-    # model registry
-
-    def versions_dir(self) -> Path:
-        """Where new model versions are written (``<data dir>/models/vN/<role>/``)."""
-        return self.data_dir / "models"
-
-    def register_version(self, mv: ModelVersion) -> int:
-        """Add a version (``version`` 0: the next number); a "current" one demotes the old current."""
-        if mv.status not in ("current", "candidate", "retired", "rejected"):
-            raise StoreError(f"Unknown model version status {mv.status!r}.")
-        with self._write("registering a model version") as conn:
-            number = mv.version
-            if number <= 0:
-                number = int(conn.execute(select(func.max(S.model_versions.c.version))).scalar() or 0) + 1
-            elif conn.execute(
-                select(S.model_versions.c.version).where(S.model_versions.c.version == number)
-            ).first():
-                raise StoreError(f"Model version {number} is already registered.")
-            if (
-                mv.parent is not None
-                and not conn.execute(
-                    select(S.model_versions.c.version).where(S.model_versions.c.version == mv.parent)
-                ).first()
-            ):
-                raise StoreError(f"Model version {number}: its parent {mv.parent} is not registered.")
-            if mv.status == "current":
-                conn.execute(
-                    update(S.model_versions)
-                    .where(S.model_versions.c.status == "current")
-                    .values(status="retired")
-                )
-            conn.execute(insert(S.model_versions).values(**_version_row(_replace(mv, version=number))))
-        return number
-
-    def versions(self) -> list[ModelVersion]:
-        with self._read("listing model versions") as conn:
-            rows = (
-                conn.execute(select(S.model_versions).order_by(S.model_versions.c.version)).mappings().all()
-            )
-        return [_version_from_row(r) for r in rows]
-
-    def version(self, number: int) -> ModelVersion:
-        for mv in self.versions():
-            if mv.version == number:
-                return mv
-        raise StoreError(
-            f"There is no model version {number} (known: {[v.version for v in self.versions()]})."
-        )
-
-    def current_version(self) -> ModelVersion:
-        with self._read("reading the current model version") as conn:
-            row = (
-                conn.execute(select(S.model_versions).where(S.model_versions.c.status == "current"))
-                .mappings()
-                .first()
-            )
-        if row is None:
-            raise StoreError(f"The review database {self.where} has no current model version.")
-        return _version_from_row(row)
-
-    def promote(self, version: int, force: bool = False) -> ModelVersion:
-        """Make ``version`` the current one (the old current becomes "retired").
-
-        A version the update gate rejected is promoted only with ``force``.
-        """
-        with self._write(f"promoting version {version}") as conn:
-            row = (
-                conn.execute(select(S.model_versions).where(S.model_versions.c.version == version))
-                .mappings()
-                .first()
-            )
-            if row is None:
-                raise StoreError(f"There is no model version {version} to promote.")
-            if row["status"] == "current":
-                raise StoreError(f"Model version {version} is already the current one.")
-            if row["status"] == "rejected" and not force:
-                raise StoreError(
-                    f"Model version {version} was rejected ({row['note'] or 'by the update gate'}); "
-                    "promote it anyway with --force."
-                )
-            _set_current(conn, version)
-        return self.current_version()
-
-    def rollback(self) -> ModelVersion:
-        """Go back from the current version to its nearest ancestor that was not rejected."""
-        with self._write("rolling back") as conn:
-            rows = {r["version"]: r for r in conn.execute(select(S.model_versions)).mappings().all()}
-            current = next((r for r in rows.values() if r["status"] == "current"), None)
-            if current is None:
-                raise StoreError("There is no current model version to roll back from.")
-            parent = current["parent"]
-            while parent is not None and rows[parent]["status"] == "rejected":
-                parent = rows[parent]["parent"]
-            if parent is None:
-                raise StoreError(
-                    f"Model version {current['version']} has no earlier version to roll back to "
-                    "(version 1 is the shipped weights)."
-                )
-            note = (
-                current["note"] + "; " if current["note"] else ""
-            ) + f"rolled back to {parent} at {now_iso()}"
-            conn.execute(
-                update(S.model_versions)
-                .where(S.model_versions.c.version == current["version"])
-                .values(note=note)
-            )
-            _set_current(conn, parent)
-        return self.current_version()
-
-    def _register_shipped(self, shipped_dir: Path) -> None:
-        """Version 1 = the shipped checkpoints, with the weights' sha256 from their model cards."""
-        with self._read("reading the model registry") as conn:
-            if conn.execute(select(S.model_versions.c.version)).first():
-                return
-        sha, metrics = {}, {}
-        for role in VERSION_ROLES:
-            card = shipped_dir / role / "model_card.json"
-            if card.is_file():
-                data = json.loads(card.read_text())
-                sha[role] = data.get("weights_sha256", "")
-                metrics[role] = data.get("metrics", {})
-        path = str(shipped_dir.relative_to(ROOT)) if shipped_dir.is_relative_to(ROOT) else str(shipped_dir)
-        try:
-            self.register_version(
-                ModelVersion(1, None, path, now_iso(), (), metrics, sha, "current", "the shipped weights")
-            )
-        except StoreError:
-            if not self.versions():  # another process registered it first: fine
-                raise
-
-
-def _first_line(err: BaseException) -> str:
-    orig = getattr(err, "orig", None) or err
-    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-
-
-def _replace(obj: Any, **changes: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(obj, **changes)
-
-
-def _set_current(conn: Connection, version: int) -> None:
-    conn.execute(
-        update(S.model_versions).where(S.model_versions.c.status == "current").values(status="retired")
-    )
-    conn.execute(
-        update(S.model_versions).where(S.model_versions.c.version == version).values(status="current")
-    )
-
 
 def _review_row(review: Review, rid: str) -> dict[str, Any]:
     return {
@@ -559,57 +348,3 @@ def _review_from_row(row: Any) -> Review:
     d["findings"] = json.loads(d["findings"])
     d["outputs"] = json.loads(d["outputs"])
     return Review.from_dict(d)
-
-
-def _version_row(mv: ModelVersion) -> dict[str, Any]:
-    d = mv.to_dict()
-    for key in ("feedback_ids", "metrics", "sha256"):
-        d[key] = _dumps(d[key])
-    return d
-
-
-def _version_from_row(row: Any) -> ModelVersion:
-    d = dict(row)
-    for key in ("feedback_ids", "metrics", "sha256"):
-        d[key] = json.loads(d[key])
-    return ModelVersion.from_dict(d)
-
-
-def _make_engine(url: Any, timeout_s: float) -> Engine:
-    """An engine with the store's connection settings (SQLite pragmas; PostgreSQL timeouts)."""
-    backend = url.get_backend_name()
-    if backend == "postgresql":
-        if url.drivername == "postgresql":
-            url = url.set(drivername="postgresql+psycopg")  # psycopg 3 (a dependency), not psycopg2
-        ms = int(timeout_s * 1000)
-        options = " ".join(filter(None, [url.query.get("options"), f"-c lock_timeout={ms}"]))
-        url = url.difference_update_query(["options"])
-        return create_engine(
-            url,
-            connect_args={"connect_timeout": max(1, int(timeout_s)), "options": options},
-            pool_pre_ping=True,
-        )
-    if backend != "sqlite":
-        return create_engine(url)
-    engine = create_engine(url, connect_args={"timeout": timeout_s})
-    ms = int(timeout_s * 1000)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # transactions are begun below, not by the driver
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={ms}")
-        mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
-        if str(mode).lower() != "wal":
-            cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA synchronous=FULL")  # a committed review survives a crash of the machine too
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(
-            "BEGIN IMMEDIATE" if conn.get_execution_options().get("store_write") else "BEGIN"
-        )
-
-    return engine
