@@ -184,17 +184,20 @@ class ReviewStore(ModelRegistry):
             yield conn
 
     def _migrate(self) -> int:
-        """Apply the missing migrations in order; refuse a schema newer than this code knows."""
+        """Apply the missing migrations in order; refuse a schema newer than this code knows.
+
+        An up-to-date database is only read here, so a read-only one still opens for reading.
+        """
+        with self._read("opening the store") as conn:
+            have = S.applied_version(conn)
+        self._refuse_newer(have)
+        if have == S.LATEST_SCHEMA:
+            return have
         for attempt in range(5):
             try:
                 with self._write("opening the store") as conn:
                     have = S.applied_version(conn)
-                    if have > S.LATEST_SCHEMA:
-                        raise SchemaTooNewError(
-                            f"The review database {self.where} has schema version {have}, newer than this "
-                            f"meddistill understands ({S.LATEST_SCHEMA}): it was written by a newer version. "
-                            "Upgrade meddistill, or use another --db-url / MEDDISTILL_DB_URL."
-                        )
+                    self._refuse_newer(have)
                     for number, description, step in S.MIGRATIONS[have:]:
                         step(conn)
                         conn.execute(
@@ -211,6 +214,14 @@ class ReviewStore(ModelRegistry):
                     raise
                 time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _refuse_newer(self, have: int) -> None:
+        if have > S.LATEST_SCHEMA:
+            raise SchemaTooNewError(
+                f"The review database {self.where} has schema version {have}, newer than this "
+                f"meddistill understands ({S.LATEST_SCHEMA}): it was written by a newer version. "
+                "Upgrade meddistill, or use another --db-url / MEDDISTILL_DB_URL."
+            )
 
     # ------------------------------------------------------------------------------------------
     # reviews
