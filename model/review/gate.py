@@ -67,11 +67,12 @@ class Check:
 
     def sentence(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
-        need = (
-            f"may drop at most {100 * self.allowed_drop:.1f} points"
-            if self.allowed_drop >= 0
-            else f"must rise at least {-100 * self.allowed_drop:.1f} points"
-        )
+        if self.allowed_drop > 0:
+            need = f"may drop at most {100 * self.allowed_drop:.1f} points"
+        elif self.allowed_drop == 0:
+            need = "may not drop"
+        else:
+            need = f"must rise at least {-100 * self.allowed_drop:.1f} points"
         return (
             f"{self.name}: {100 * self.current:.1f} -> {100 * self.candidate:.1f} "
             f"({100 * self.delta:+.1f} points; {need}): {verdict}"
@@ -127,18 +128,27 @@ def case_errors(case: LabelledCase, pred, thresholds: dict[str, float]) -> dict[
     return out
 
 
-def predict_cases(predictor, cases: Sequence[LabelledCase], batch_size: int = 16) -> list:
-    """Predictions of one model for every case (standard detail, default decoding)."""
+def predict_cases(
+    predictor, cases: Sequence[LabelledCase], batch_size: int = 16, desc: str | None = None
+) -> list:
+    """Predictions of one model for every case (standard detail, default decoding); a progress bar when
+    ``desc`` is given."""
+    from tqdm.auto import tqdm
+
     out = []
-    for start in range(0, len(cases), batch_size):
-        chunk = cases[start : start + batch_size]
-        out += predictor.predict_batch([c.study for c in chunk])
+    with tqdm(total=len(cases), desc=desc, unit="case", disable=desc is None, leave=False) as bar:
+        for start in range(0, len(cases), batch_size):
+            chunk = cases[start : start + batch_size]
+            out += predictor.predict_batch([c.study for c in chunk])
+            bar.update(len(chunk))
     return out
 
 
-def score_labelled(predictor, cases: Sequence[LabelledCase], preds: Sequence | None = None) -> dict:
+def score_labelled(
+    predictor, cases: Sequence[LabelledCase], preds: Sequence | None = None, desc: str | None = None
+) -> dict:
     """Head and report accuracy over every vouched-for label of ``cases``, with the per-case errors."""
-    preds = list(preds) if preds is not None else predict_cases(predictor, cases)
+    preds = list(preds) if preds is not None else predict_cases(predictor, cases, desc=desc)
     n = head_ok = report_ok = 0
     records = []
     for case, pred in zip(cases, preds, strict=True):
@@ -195,11 +205,11 @@ def phantom_test_cases(n: int) -> list[PhantomTestCase]:
     return out
 
 
-def score_phantom_test(predictor, cases: Sequence[PhantomTestCase]) -> dict:
+def score_phantom_test(predictor, cases: Sequence[PhantomTestCase], desc: str | None = None) -> dict:
     """Clinical-efficacy micro F1 of the reports, finding-head macro F1 and tumour-head accuracy."""
     from model.evaluate.clinical import clinical_efficacy
 
-    preds = predict_cases(predictor, [c.case for c in cases])
+    preds = predict_cases(predictor, [c.case for c in cases], desc=desc)
     ce = clinical_efficacy([p.report for p in preds], [c.reference for c in cases])
     f1s = []
     for name in FINDINGS:

@@ -328,7 +328,9 @@ def _gate_step(name, state, store, parent, reviews, cfg, env, show_progress) -> 
 
     out = {}
     if env.is_main:
-        metrics = gate_metrics(version_path(parent), Path(state["run_dir"]), state, reviews, store, cfg)
+        metrics = gate_metrics(
+            version_path(parent), Path(state["run_dir"]), state, reviews, store, cfg, show_progress
+        )
         checks = decide(metrics["current"], metrics["candidate"], cfg.gate)
         out = metrics | {
             "checks": [c.to_dict() for c in checks],
@@ -465,10 +467,19 @@ def _accuracy(parts: list[dict]) -> dict:
 
 
 def gate_metrics(
-    parent_path: Path, run_dir: Path, state: dict, reviews: dict, store, cfg: UpdateConfig
+    parent_path: Path,
+    run_dir: Path,
+    state: dict,
+    reviews: dict,
+    store,
+    cfg: UpdateConfig,
+    show_progress: bool = True,
 ) -> dict:
     """{"current": {role: {...}}, "candidate": {role: {...}}, "reports": {review id: {role: {before, after}}}}."""
     from model.review.gate import phantom_test_cases, real_cases, score_labelled, score_phantom_test
+
+    def bar(text: str) -> str | None:
+        return text if show_progress else None
 
     if state["mode"] == "cv":
         per_fold = [state["done"][f"fold:{i}"] for i in range(len(state["folds"]))]
@@ -495,13 +506,21 @@ def gate_metrics(
         for role, predictor in _predictors(path).items():
             out[side][role] = {
                 "reviews": review_scores[side][role],
-                "phantom_test": score_phantom_test(predictor, tests),
+                "phantom_test": score_phantom_test(
+                    predictor, tests, desc=bar(f"{side} {role}: phantom test")
+                ),
                 "real": {
-                    name: {k: v for k, v in score_labelled(predictor, cases).items() if k != "cases"}
+                    name: {
+                        k: v
+                        for k, v in score_labelled(
+                            predictor, cases, desc=bar(f"{side} {role}: {name}")
+                        ).items()
+                        if k != "cases"
+                    }
                     for name, cases in real.items()
                 },  # fmt: skip
             }
-            for rec in score_labelled(predictor, all_cases)["cases"]:
+            for rec in score_labelled(predictor, all_cases, desc=bar(f"{side} {role}: reviews"))["cases"]:
                 key = "before" if side == "current" else "after"
                 out["reports"][rec["id"]].setdefault(role, {})[key] = rec["report"]
     return out
