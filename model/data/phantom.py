@@ -59,10 +59,6 @@ def cardiothoracic_ratio(case: PhantomCase) -> float:
 # Ground truth
 
 
-#: below these sizes (mm) a finding is drawn but labelled ``subtle`` (kept in every split, reported apart)
-SUBTLE_MM = {"effusion": 25.0, "pneumothorax": 12.0, "nodule": 8.0, "consolidation": 38.0}
-
-
 def _side(rng: np.random.Generator, p_right: float = 0.55) -> str:
     return "right" if rng.random() < p_right else "left"
 
@@ -74,69 +70,52 @@ def _severity(rng: np.random.Generator, p=(0.5, 0.35, 0.15)) -> str:
 def _cardiomegaly(rng) -> Finding:
     ratio = round(float(rng.uniform(0.52, 0.65)), 3)
     sev = "mild" if ratio < 0.56 else "moderate" if ratio < 0.60 else "severe"
-    return Finding("cardiomegaly", severity=sev, ratio=ratio, subtle=ratio < 0.54)
+    return Finding("cardiomegaly", severity=sev, ratio=ratio)
 
 
 def _effusion(rng, side: str | None = None, small: bool = False) -> Finding:
     if side is None:
         side = str(rng.choice(("right", "left", "bilateral"), p=(0.45, 0.3, 0.25)))
     sev = "mild" if small else _severity(rng)
-    # height of the fluid at the lateral wall: mild blunts the costophrenic angle, moderate hides the
-    # hemidiaphragm, severe reaches the mid zone (issue 10: the whole clinical range, not only the small end)
-    depth = {"mild": (15, 40), "moderate": (40, 100), "severe": (100, 170)}[sev]
-    size = _mm(rng, depth)
-    return Finding(
-        "pleural_effusion", side=side, zone="basal", severity=sev, size_mm=size, subtle=size < SUBTLE_MM["effusion"]
-    )
+    depth = {"mild": (10, 30), "moderate": (30, 65), "severe": (65, 110)}[sev]
+    return Finding("pleural_effusion", side=side, zone="basal", severity=sev, size_mm=_mm(rng, depth))
 
 
 def _pneumothorax(rng) -> Finding:
     sev = _severity(rng, (0.45, 0.35, 0.2))
     depth = {"mild": (6, 20), "moderate": (20, 35), "severe": (35, 55)}[sev]
-    size = _mm(rng, depth)
-    return Finding(
-        "pneumothorax", side=_side(rng), zone="apical", severity=sev, size_mm=size,
-        subtle=size < SUBTLE_MM["pneumothorax"],
-    )  # fmt: skip
+    return Finding("pneumothorax", side=_side(rng), zone="apical", severity=sev, size_mm=_mm(rng, depth))
 
 
 def _nodule(rng) -> Finding:
     mass = rng.random() < 0.25  # >= 30 mm is a mass
-    size = _mm(rng, (30, 50) if mass else (5, 28))
+    size = _mm(rng, (30, 50) if mass else (6, 28))
     character = str(rng.choice(("smooth", "calcified", "spiculated"), p=(0.45, 0.25, 0.3)))
     if mass and character == "calcified":
         character = "spiculated"
     zone = str(rng.choice(("upper", "middle", "lower"), p=(0.45, 0.3, 0.25)))
-    sev = "mild" if size < 10 else "moderate" if size < 30 else "severe"  # small nodule / nodule / mass
-    return Finding(
-        "nodule", side=_side(rng), zone=zone, size_mm=size, character=character, severity=sev,
-        subtle=size < SUBTLE_MM["nodule"],
-    )  # fmt: skip
+    return Finding("nodule", side=_side(rng), zone=zone, size_mm=size, character=character)
 
 
 def _consolidation(rng, side: str | None = None) -> Finding:
     zone = str(rng.choice(("upper", "middle", "lower"), p=(0.25, 0.3, 0.45)))
     sev = _severity(rng)
     extent = {"mild": (30, 50), "moderate": (50, 75), "severe": (75, 100)}[sev]
-    size = _mm(rng, extent)
     return Finding(
-        "consolidation", side=side or _side(rng), zone=zone, severity=sev, size_mm=size,
-        subtle=size < SUBTLE_MM["consolidation"],
-    )  # fmt: skip
+        "consolidation", side=side or _side(rng), zone=zone, severity=sev, size_mm=_mm(rng, extent)
+    )
 
 
 def _edema(rng) -> Finding:
-    sev = _severity(rng)
-    return Finding("edema", side="bilateral", zone="hilar", severity=sev, subtle=sev == "mild")
+    return Finding("edema", side="bilateral", zone="hilar", severity=_severity(rng))
 
 
 def _atelectasis(rng, side: str | None = None) -> Finding:
     character = "plate-like" if rng.random() < 0.7 else "segmental"
     zone = "lower" if rng.random() < 0.75 else "middle"
-    sev = _severity(rng, (0.6, 0.3, 0.1))
     return Finding(
-        "atelectasis", side=side or _side(rng), zone=zone, severity=sev, character=character,
-        subtle=sev == "mild" and character == "plate-like",
+        "atelectasis", side=side or _side(rng), zone=zone, severity=_severity(rng, (0.6, 0.3, 0.1)),
+        character=character,
     )  # fmt: skip
 
 
