@@ -80,7 +80,6 @@ TEACHER_PRESETS: dict[str, ModelConfig] = {
         d_model=384,
         n_layers=4,
         n_heads=6,
-        head_pool="avgmax",  # small lesions (a nodule, fluid in one costophrenic angle) are not averaged away
         head_hidden=128,
         context_hidden=32,
     ),
@@ -94,7 +93,6 @@ STUDENT_PRESETS: dict[str, ModelConfig] = {
         d_model=192,
         n_layers=1,
         n_heads=4,
-        head_pool="avgmax",
         head_hidden=128,
         context_hidden=32,
     ),
