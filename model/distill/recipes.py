@@ -195,10 +195,7 @@ def _train_stages(model, train_set, val_set, tcfg, dcfg, out_dir, env, resume, s
         model, train_set, val_set, tcfg, dcfg, out_dir,
         env=env, projector=projector, resume=resume, show_progress=show_progress,
         trainable=(lambda name: not name.startswith(frozen)) if frozen else None,
-    )  # fmt: skip
-    if frozen:
-        for p in model.parameters():
-            p.requires_grad_(True)
+    )  # fmt: skip (fit's _finish makes every parameter trainable again)
     stages = {"joint": _fit_summary(result)}
     if tcfg.finetune_epochs > 0:
         ft = finetune_heads(model, train_set, val_set, tcfg, dcfg, out_dir, env)
