@@ -28,3 +28,15 @@ def test_overrides_parse_by_field_type():
     assert PROFILES["default"].with_overrides(["max_per_source=40"]).max_per_source == 40
     with pytest.raises(SystemExit, match="unknown profile key 'n_xray'"):
         base.with_overrides(["n_xray=3"])
+
+
+def test_profiles_train_heads_and_decoder_on_cached_features():
+    for name in ("default", "full", "fast"):
+        p = PROFILES[name]
+        assert p.teacher_feature_epochs > 0 and p.student_feature_epochs > 0, name
+    d = PROFILES["default"]
+    budgets = (
+        d.pretrain_budget_s + d.teacher_budget_s + d.teacher_feature_budget_s
+        + 2 * (d.student_budget_s + d.student_feature_budget_s)
+    )  # fmt: skip
+    assert budgets <= 75 * 60  # the rest of the 90 minutes: data, feature and teacher caches, evaluation

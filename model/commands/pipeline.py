@@ -51,6 +51,10 @@ class Profile:
     pretrain_size: int = 128  # its input size (progressive resizing: the joint stage runs at image_size)
     pretrain_budget_s: float = 0.0  # its wall-clock budget (0 = none)
     teacher_freeze: str = ""  # comma-separated parameter prefixes frozen in the teacher's joint stage
+    teacher_feature_epochs: int = 0  # frozen-trunk stage after the joint one (model.distill.feature_stage)
+    teacher_feature_budget_s: float = 0.0  # its wall-clock budget (0 = none)
+    student_feature_epochs: int = 0  # the same for both students (the no-KD one gets the KD one's steps)
+    student_feature_budget_s: float = 0.0
 
     def with_overrides(self, pairs: list[str]) -> Profile:
         """``["KEY=VALUE", ...]`` parsed by each field's current type ("None" clears an optional field)."""
@@ -73,30 +77,32 @@ class Profile:
 #: sizing profiles; "default" was sized from measured teacher throughput on the 2-core CPU
 _FROZEN_STEM = "encoder.trunk.conv1,encoder.trunk.bn1,encoder.trunk.layer1"
 PROFILES: dict[str, Profile] = {
-    # the quick profile: <= 90 minutes on the 2-core CPU (pre-training 20 min, teacher 25, students 2 x 8
-    # plus their set-up and the evaluation)
+    # the quick profile: <= 90 minutes on the 2-core CPU (pre-training 20 min, teacher 17 + 7 on cached
+    # features, students 2 x (7 + 3) plus the feature caches, their set-up and the evaluation)
     "default": Profile(
         n_cxr=2400, n_ct=1000, image_size=224, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
-        teacher_epochs=24, teacher_budget_s=1500.0, student_epochs=16, student_budget_s=480.0,
+        teacher_epochs=24, teacher_budget_s=1000.0, student_epochs=16, student_budget_s=420.0,
         labelled_frac=0.3, max_per_source=None, teacher_lr=1e-3, student_lr=2e-3, batch_size=32,
         bf16=cpu_has_fast_bf16(), pretrain_images=12_000, pretrain_size=128, pretrain_budget_s=1200.0,
-        teacher_freeze=_FROZEN_STEM,
+        teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=40, teacher_feature_budget_s=400.0,
+        student_feature_epochs=40, student_feature_budget_s=180.0,
     ),
     # the shipped weights (issue 10): pre-training 40 min on a stream of distinct phantoms at 128 px,
     # then the joint stage at 224 px for 35 min, stem frozen (ResNet-50 fp32 on 2 AVX2 cores: ~9 img/s at 128 px,
-    # ~3 at 224 px)
+    # ~3 at 224 px), then 15 min of heads + decoder on the cached trunk features (5 min per student)
     "full": Profile(
         n_cxr=2400, n_ct=1000, image_size=224, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
         teacher_epochs=24, teacher_budget_s=2100.0, student_epochs=24, student_budget_s=480.0,
         labelled_frac=0.3, max_per_source=None, teacher_lr=1e-3, student_lr=2e-3, batch_size=32,
         bf16=cpu_has_fast_bf16(), pretrain_images=30_000, pretrain_size=128, pretrain_budget_s=2400.0,
-        teacher_freeze=_FROZEN_STEM,
+        teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=60, teacher_feature_budget_s=900.0,
+        student_feature_epochs=60, student_feature_budget_s=300.0,
     ),
     "fast": Profile(
         n_cxr=160, n_ct=80, image_size=64, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
         teacher_epochs=1, teacher_budget_s=120.0, student_epochs=2, student_budget_s=60.0,
         labelled_frac=0.3, max_per_source=60, teacher_lr=1e-3, student_lr=2e-3, batch_size=16, bf16=cpu_has_fast_bf16(),
-        pretrain_images=64, pretrain_size=64,
+        pretrain_images=64, pretrain_size=64, teacher_feature_epochs=1, student_feature_epochs=1,
     ),
 }  # fmt: skip
 
@@ -231,6 +237,8 @@ def main(args) -> int:
                 time_budget_s=prof.teacher_budget_s,
                 init_from=str(pretrained) if prof.pretrain_images and pretrained.is_file() else None,
                 freeze=tuple(p for p in prof.teacher_freeze.split(",") if p) if prof.pretrain_images else (),
+                feature_epochs=prof.teacher_feature_epochs,
+                feature_budget_s=prof.teacher_feature_budget_s or None,
             ),
             ckpt["teacher"],
             role="teacher",
@@ -243,8 +251,13 @@ def main(args) -> int:
     student_data = replace(data, labelled_frac=prof.labelled_frac)
     # students: no early stop (issue 10: KD and no-KD get the same step budget; the best-on-validation
     # weights are still the ones kept)
-    student_tcfg = replace(base, epochs=prof.student_epochs, lr=prof.student_lr, patience=10_000)
-    kd_tcfg = replace(student_tcfg, time_budget_s=prof.student_budget_s)
+    student_tcfg = replace(
+        base, epochs=prof.student_epochs, lr=prof.student_lr, patience=10_000,
+        feature_epochs=prof.student_feature_epochs,
+    )  # fmt: skip
+    kd_tcfg = replace(
+        student_tcfg, time_budget_s=prof.student_budget_s, feature_budget_s=prof.student_feature_budget_s or None
+    )
 
     def student():
         card = distill_student(
@@ -261,13 +274,18 @@ def main(args) -> int:
     stage("student", student, skip=args.reuse and _checkpoint_done(ckpt["student"]))
 
     def nokd():
-        # same labelled subset, same optimiser-step budget as the KD student
+        # same labelled subset, same optimiser-step budget as the KD student, stage by stage
         kd_card = json.loads(_card_path(ckpt["student"]).read_text())
-        budget = sum(s["steps"] for s in kd_card["training"]["stages"].values())
+        kd_stages = kd_card["training"]["stages"]
+        budget = sum(s["steps"] for s in kd_stages.values())
+        feature_steps = kd_stages.get("features", {}).get("steps")
         card = train_supervised(
             resolve_preset(prof.student_arch),
             student_data,
-            replace(student_tcfg, epochs=10_000, max_steps=budget),
+            replace(
+                student_tcfg, epochs=10_000, max_steps=kd_stages["joint"]["steps"],
+                feature_epochs=10_000 if feature_steps else 0, feature_max_steps=feature_steps,
+            ),  # fmt: skip
             ckpt["student_nokd"],
             role="student_nokd",
             tokenizer_from=ckpt["teacher"],

@@ -112,6 +112,11 @@ class TrainConfig:
     seed: int = 0  # everything random derives from this
     finetune_epochs: int = 0  # optional per-task stage after the joint one (heads only, lower lr)
     finetune_lr_frac: float = 0.1  # fine-tuning lr = lr * this
+    feature_epochs: int = 0  # frozen-trunk stage after the joint one: heads + decoder on cached trunk
+    # features, thousands of steps at the decoder's cost (model.distill.feature_stage); 0 = off
+    feature_lr_frac: float = 0.5  # its lr = lr * this
+    feature_budget_s: float | None = None  # its wall-clock cap (the schedule is re-fitted to it)
+    feature_max_steps: int | None = None  # its step cap (the no-KD student: the KD student's steps)
     threads: int = 0  # torch intra-op threads (0 = leave torch's default)
     log_every: int = 10  # steps between train_log.jsonl lines
     bf16: bool = False  # CPU autocast to bfloat16 + channels-last (fast on AMX CPUs; losses stay float32)

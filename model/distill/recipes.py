@@ -197,6 +197,12 @@ def _train_stages(model, train_set, val_set, tcfg, dcfg, out_dir, env, resume, s
         trainable=(lambda name: not name.startswith(frozen)) if frozen else None,
     )  # fmt: skip (fit's _finish makes every parameter trainable again)
     stages = {"joint": _fit_summary(result)}
+    if tcfg.feature_epochs > 0:
+        from model.distill.feature_stage import feature_stage
+
+        fs = feature_stage(model, train_set, val_set, tcfg, dcfg, out_dir, env, resume, show_progress)
+        stages["features"] = _fit_summary(fs)
+        result = fs if fs.best_metrics else result
     if tcfg.finetune_epochs > 0:
         ft = finetune_heads(model, train_set, val_set, tcfg, dcfg, out_dir, env)
         stages["finetune"] = _fit_summary(ft)

@@ -42,6 +42,8 @@ class TensorSet:
     pad_id: int = 0
     detail_mode: str = "random"  # "random" (drawn per epoch) | "fixed"
     teacher: TeacherTargets | None = None  # (N, ...) rows, from model.distill.teacher_cache; None = no KD
+    features: Tensor | None = None  # (N, C, h, w) float16: the model's own trunk output, cached for the
+    # frozen-trunk stage (model.distill.feature_stage); batches then carry "features" and the trunk is skipped
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -89,6 +91,8 @@ class TensorSet:
         }
         if self.teacher is not None:
             out["teacher"] = self.teacher.rows(index, length=L)  # TeacherTargets for the batch
+        if self.features is not None:
+            out["features"] = self.features[index].float()
         return out
 
     def subset(self, index: Sequence[int] | Tensor) -> TensorSet:

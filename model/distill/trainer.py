@@ -77,8 +77,9 @@ class TrainModule(nn.Module):
                 else None
             )
             out = self.model(
-                images, batch["context"], batch["input_ids"], batch["attention_mask"], memory_probs
-            )
+                images, batch["context"], batch["input_ids"], batch["attention_mask"], memory_probs,
+                features=batch.get("features"),
+            )  # fmt: skip
         if self.bf16:  # the losses run in float32
             for f in dataclasses.fields(out) if dataclasses.is_dataclass(out) else ():
                 v = getattr(out, f.name)

@@ -29,7 +29,7 @@ def validate(
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)))
         b = data.batch(idx)
-        out = model(b["images"], b["context"], b["input_ids"], b["attention_mask"])
+        out = model(b["images"], b["context"], b["input_ids"], b["attention_mask"], features=b.get("features"))
         terms = distillation_loss(out, None, b, sup)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v)

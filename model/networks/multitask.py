@@ -110,9 +110,15 @@ class ReportModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         memory_probs: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> ModelOutput:
-        """Teacher-forced pass: heads + next-token logits of ``input_ids`` (B, L)."""
-        features = self.forward_features(images)
+        """Teacher-forced pass: heads + next-token logits of ``input_ids`` (B, L).
+
+        ``features`` (B, C, h, w): the trunk's output computed before (the frozen-trunk stage trains the
+        heads and decoder on cached features); ``images`` are then not read.
+        """
+        if features is None:
+            features = self.forward_features(images)
         heads = self.forward_heads(features, context)
         lm_logits = self.decoder(input_ids, attention_mask, self.build_memory(features, heads, memory_probs))
         return ModelOutput(
