@@ -67,3 +67,12 @@ def test_kd_student_keeps_its_teacher_targets(tmp_path):
     stage = [x for x in lines if x.get("stage") == "features" and x["split"] == "train"]
     assert stage and all(x["kd_tokens"] > 0 and x["hint"] == 0 and x["attention"] == 0 for x in stage)
 
+
+
+def test_repeat_sources_repeats_only_the_named_source():
+    data = tiny_tensorset(6)
+    data.sources = ["ct" if i % 2 else "cxr" for i in range(6)]
+    more = data.repeat_sources({"ct": 3, "absent": 5})
+    assert len(more) == 6 + 2 * 3 and more.sources.count("ct") == 9 and more.sources.count("cxr") == 3
+    torch.testing.assert_close(more.images[6], data.images[1])  # the copies are the same rows
+    assert data.repeat_sources({"cxr": 1}) is data and data.repeat_sources(()) is data

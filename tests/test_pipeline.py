@@ -40,3 +40,9 @@ def test_profiles_train_heads_and_decoder_on_cached_features():
         + 2 * (d.student_budget_s + d.student_feature_budget_s)
     )  # fmt: skip
     assert budgets <= 75 * 60  # the rest of the 90 minutes: data, feature and teacher caches, evaluation
+
+
+def test_full_profile_names_what_the_shipped_teacher_used():
+    p = PROFILES["full"]
+    assert p.teacher_head_pool == "avgmax" and p.teacher_repeat == "phantom_ct=3"
+    assert PROFILES["fast"].with_overrides(["teacher_repeat=phantom_ct=2"]).teacher_repeat == "phantom_ct=2"

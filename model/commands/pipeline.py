@@ -55,6 +55,8 @@ class Profile:
     teacher_feature_budget_s: float = 0.0  # its wall-clock budget (0 = none)
     student_feature_epochs: int = 0  # the same for both students (the no-KD one gets the KD one's steps)
     student_feature_budget_s: float = 0.0
+    teacher_head_pool: str = ""  # override the teacher preset's head pooling ("avgmax"; "" = the preset's)
+    teacher_repeat: str = ""  # "source=k,...": rows repeated k times in the teacher's joint stage
 
     def with_overrides(self, pairs: list[str]) -> Profile:
         """``["KEY=VALUE", ...]`` parsed by each field's current type ("None" clears an optional field)."""
@@ -96,7 +98,8 @@ PROFILES: dict[str, Profile] = {
         labelled_frac=0.3, max_per_source=None, teacher_lr=1e-3, student_lr=2e-3, batch_size=32,
         bf16=cpu_has_fast_bf16(), pretrain_images=30_000, pretrain_size=128, pretrain_budget_s=2400.0,
         teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=60, teacher_feature_budget_s=900.0,
-        student_feature_epochs=60, student_feature_budget_s=300.0,
+        student_feature_epochs=60, student_feature_budget_s=300.0, teacher_head_pool="avgmax",
+        teacher_repeat="phantom_ct=3",
     ),
     "fast": Profile(
         n_cxr=160, n_ct=80, image_size=64, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
@@ -205,11 +208,15 @@ def main(args) -> int:
 
     pretrained = out / "pretrain" / "pretrain.safetensors"
 
+    def teacher_preset():
+        cfg = resolve_preset(prof.teacher_arch)
+        return dataclasses.replace(cfg, head_pool=prof.teacher_head_pool) if prof.teacher_head_pool else cfg
+
     def pretrain_stage():
         from model.distill.pretrain import PretrainConfig, pretrain
 
         cfg = dataclasses.replace(
-            resolve_preset(prof.teacher_arch),
+            teacher_preset(),
             image_size=prof.pretrain_size,
             input_norm="per_image" if data.real_root is not None else "none",  # as _build will set it
         )
@@ -228,7 +235,7 @@ def main(args) -> int:
 
     def teacher():
         card = train_supervised(
-            resolve_preset(prof.teacher_arch),
+            teacher_preset(),
             data,
             replace(
                 base,
@@ -237,6 +244,9 @@ def main(args) -> int:
                 time_budget_s=prof.teacher_budget_s,
                 init_from=str(pretrained) if prof.pretrain_images and pretrained.is_file() else None,
                 freeze=tuple(p for p in prof.teacher_freeze.split(",") if p) if prof.pretrain_images else (),
+                repeat_sources=tuple(
+                    (k, int(v)) for k, _, v in (kv.partition("=") for kv in prof.teacher_repeat.split(",") if kv)
+                ),
                 feature_epochs=prof.teacher_feature_epochs,
                 feature_budget_s=prof.teacher_feature_budget_s or None,
             ),

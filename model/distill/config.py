@@ -134,6 +134,8 @@ class TrainConfig:
     # stage 0): the encoder and heads start from it, the decoder from scratch
     freeze: tuple[str, ...] = ()  # parameter-name prefixes frozen in the joint stage (e.g. the pretrained
     # stem and layer1: their backward pass is a third of a 224 px ResNet-50 step)
+    repeat_sources: tuple[tuple[str, int], ...] = ()  # (source, k): that source's rows appear k times per
+    # epoch of the joint stage (issue 10: the phantom CT tumour class is a small signal in few images)
     extra: dict = field(default_factory=dict)  # free-form notes copied into the model card
 
     def to_dict(self) -> dict:

@@ -191,8 +191,9 @@ def _train_stages(model, train_set, val_set, tcfg, dcfg, out_dir, env, resume, s
     if env.is_main and not resume:
         _reset_log(out_dir)
     frozen = tuple(tcfg.freeze)
+    joint_set = train_set.repeat_sources(tcfg.repeat_sources)
     result = fit(
-        model, train_set, val_set, tcfg, dcfg, out_dir,
+        model, joint_set, val_set, tcfg, dcfg, out_dir,
         env=env, projector=projector, resume=resume, show_progress=show_progress,
         trainable=(lambda name: not name.startswith(frozen)) if frozen else None,
     )  # fmt: skip (fit's _finish makes every parameter trainable again)

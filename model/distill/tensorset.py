@@ -95,6 +95,12 @@ class TensorSet:
             out["features"] = self.features[index].float()
         return out
 
+    def repeat_sources(self, repeats: dict[str, int] | Sequence[tuple[str, int]]) -> TensorSet:
+        """This set with the rows of each named source repeated ``k`` times (k <= 1: once); self when none is."""
+        repeats = dict(repeats)
+        extra = [i for i, s in enumerate(self.sources) for _ in range(int(repeats.get(s, 1)) - 1)]
+        return TensorSet.concat([self, self.subset(extra)]) if extra else self
+
     def subset(self, index: Sequence[int] | Tensor) -> TensorSet:
         """Rows ``index`` as a new TensorSet (shares nothing mutable with this one)."""
         index = torch.as_tensor(index, dtype=torch.long)
