@@ -210,6 +210,7 @@ class Finding:
     severity: Literal["mild", "moderate", "severe"] | None = None
     ratio: float | None = None  # cardiothoracic ratio for cardiomegaly
     character: str | None = None  # e.g. "calcified", "spiculated", "smooth", "lobulated"
+    subtle: bool | None = None  # phantoms: drawn at the small / faint end of its range (kept, labelled)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
