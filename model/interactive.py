@@ -26,8 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from model.types import FINDINGS, TUMOUR_CLASSES, PatientContext, Prediction, ReportStyle, Study
 
@@ -35,6 +34,9 @@ from model.types import FINDINGS, TUMOUR_CLASSES, PatientContext, Prediction, Re
 DETAIL_STYLE = ReportStyle(detail="detailed", max_new_tokens=128)
 #: report-labeler labels of a CT tumour class ("none" is stated by denying both)
 _TUMOUR_LABELS = ("tumour_benign", "tumour_malignant")
+
+if TYPE_CHECKING:  # torch is imported where it runs: the Compare page imports ReportLabels before any
+    import torch  # model loads, and must paint without waiting for torch (issue 13)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,6 +86,8 @@ class ReportLabels:
 
     def memory_probs(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """(1, n_findings + n_tumour) values for ``ReportModel.build_memory``: NaN keeps the head's."""
+        import torch
+
         nan = float("nan")
         if self.modality == "CT":
             findings = [nan] * len(FINDINGS)
@@ -137,6 +141,8 @@ class RegeneratedReport:
 
 def encode_study(predictor, study: Study, context: PatientContext | None = None) -> EncodedStudy:
     """The encoder and heads of ``predictor`` on ``study`` (reuse it across edits of the same study)."""
+    import torch
+
     t0 = time.perf_counter()
     with torch.inference_mode():
         features = predictor.model.forward_features(predictor.image_tensor(study))  # (1, C, h, w)
@@ -162,6 +168,8 @@ def regenerate_report(
 
     ``encoded`` (from :func:`encode_study` on the same predictor, study and context) skips the encoder.
     """
+    import torch
+
     from model.networks.generation import decode, end_on_sentence, token_budget
     from model.networks.tokenizer import detokenize
 

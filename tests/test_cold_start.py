@@ -27,6 +27,7 @@ def test_page_modules_import_without_torch():
         """
         import components.cam_view, components.controls, components.layout, components.model_store
         import components.prediction_view, components.predictions, model.guard, model.serving
+        import components.review_view, components.study_view  # the Compare page's other imports
         """
     )
     assert not any(loaded.values()), loaded
