@@ -49,6 +49,21 @@ def list_samples() -> dict[str, str]:
 
 
 def _pydicom_path(fname: str) -> str | None:
+    """pydicom's bundled test file ``fname``: looked up in the installed package's ``data/test_files``
+    without importing pydicom (1 CPU-s with its pixel plugins and ``requests``, on every cold start, to
+    list the samples; issue 13); pydicom's own lookup (external data packages) only when it is not there."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("pydicom")  # finds the package, runs none of it
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    for root in spec.submodule_search_locations or ():
+        match = next((Path(root) / "data" / "test_files").rglob(fname), None)
+        if match is not None:
+            return str(match)
     try:
         from pydicom.data import get_testdata_file
 

@@ -459,6 +459,8 @@ def render_metadata(study: Study) -> None:
     if not meta:
         return
     with st.expander("De-identified metadata", expanded=False):
-        # table cells render Markdown: DICOM values are user-supplied text
-        st.table({"field": [md(k) for k in meta], "value": [md(v) for v in meta.values()]})
+        # A Markdown table, not st.table: st.table imports pandas (0.8 CPU-s of the first page, issue 13).
+        # DICOM values are user-supplied text: md() escapes every cell ("|" included) onto one line.
+        rows = "\n".join(f"| {md(k)} | {md(v)} |" for k, v in meta.items())
+        st.markdown(f"| field | value |\n|---|---|\n{rows}")
         st.caption("Only whitelisted technical fields are shown; patient identifiers are never displayed.")
