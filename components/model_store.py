@@ -189,8 +189,10 @@ def _load_predictor(model_id: str, path: str, key: str):
 @st.cache_resource(show_spinner=False)
 def _load_model_set(origin: str, key: str, dirs_items: tuple[tuple[str, str], ...]) -> ModelSet:
     dirs = _demo_dirs() if origin == "demo" else {m: Path(d) for m, d in dirs_items}
+    # No warm-up predictions: the first page predicts with teacher and student at once, so a warm-up
+    # repeated that page's one-off set-up work (0.40 CPU-s of a cold start, benchmarks/results/
+    # cold_start_profile.md), and the no-KD student's warm-up served a toggle that is off by default.
     predictors = {m: _load_predictor(m, str(dirs[m]), key) for m in MODEL_IDS if m in dirs}
-    _warm_up(predictors)
     from model.evaluate.efficiency import checkpoint_bytes, count_parameters
 
     sizes = {}
@@ -199,21 +201,6 @@ def _load_model_set(origin: str, key: str, dirs_items: tuple[tuple[str, str], ..
         size = checkpoint_bytes(dirs[m])  # the evaluation's definition: one size figure everywhere
         sizes[m] = {"params": int(params), "bytes": size["checkpoint_bytes"], "mb": size["checkpoint_mb"]}
     return ModelSet(predictors=predictors, dirs=dirs, origin=origin, key=key, sizes=sizes)
-
-
-def _warm_up(predictors: dict) -> None:
-    """One tiny prediction each on the inference queue's thread, queued behind every page's own work
-    (``DEFERRED``) and not waited for: a page that needs a model first does the warming itself, and
-    the load does not wait for it (0.3 CPU-s of a cold start)."""
-    import numpy as np
-
-    from model.serving import DEFERRED, shared_queue
-    from model.types import ReportStyle, Study
-
-    study = Study(pixels=np.full((64, 64), 0.5, np.float32), modality="CXR", source="warm-up")
-    for p in predictors.values():
-        # best effort: the future's exception is never read; real errors surface on the page
-        shared_queue().submit_at(DEFERRED, p.predict, study, style=ReportStyle(max_new_tokens=4))
 
 
 _READY: set[str] = set()  # model-set keys loaded in this process (only then no progress box)
