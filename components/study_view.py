@@ -459,7 +459,8 @@ def render_metadata(study: Study) -> None:
     if not meta:
         return
     with st.expander("De-identified metadata", expanded=False):
-        # A Markdown table, not st.table: st.table imports pandas (0.8 CPU-s of the first page, issue 13).
+        # A Markdown table, not st.table: st.table imports pandas + pyarrow (~0.6 CPU-s of the first page,
+        # issue 13).
         # DICOM values are user-supplied text: md() escapes every cell ("|" included) onto one line.
         rows = "\n".join(f"| {md(k)} | {md(v)} |" for k, v in meta.items())
         st.markdown(f"| field | value |\n|---|---|\n{rows}")
