@@ -11,9 +11,11 @@ One fresh process, in the order a server's first visit runs:
 2. the app's first page, headless (Streamlit ``AppTest``: the same script a browser's first visit runs),
    with the model calls the page makes wrapped: each wrapper adds the CPU time of the thread that ran it
    (``time.thread_time``: right while other threads run) to its step. After the page is drawn we wait
-   for the inference queue to drain (the deferred warm-up predictions are part of a cold start).
-   "other" = the process's CPU minus the wrapped steps: Streamlit (widgets, image encoding, protobufs)
-   and page code;
+   for the inference queue to drain (queued work, such as the warm-up predictions older versions ran at
+   load, is part of a cold start).
+   The page script's own thread (widgets, page code, lazy imports) is a step of its own; "other" = the
+   process's CPU minus the steps: Streamlit's runtime, ``app.py`` and the AppTest harness (an upper
+   bound of what a real server spends there);
 3. ``--uploads N``: N fresh uploads through the page's uploader (the shipped CXR sample with one pixel
    changed: no cache hit), the same table per upload (median over the N).
 

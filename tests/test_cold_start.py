@@ -9,6 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "transformers", "sklearn", "pytorch_grad_cam", "cv2", "matplotlib")
 
@@ -31,6 +33,25 @@ def test_page_modules_import_without_torch():
         """
     )
     assert not any(loaded.values()), loaded
+
+
+def test_sample_list_finds_the_pydicom_file_without_importing_pydicom():
+    """Listing the samples (every first page) finds pydicom's CT_small.dcm on disk; importing pydicom for
+    it cost ~1 CPU-s of each cold start (benchmarks/results/cold_start_profile.md)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pydicom") is None:
+        pytest.skip("pydicom not installed")
+    probe = (
+        "import sys\nfrom components.samples import _pydicom_path\n"
+        "p = _pydicom_path('CT_small.dcm')\nprint(repr((p, 'pydicom' in sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True
+    )
+    path, imported = eval(out.stdout.strip().splitlines()[-1])  # a tuple literal we printed ourselves
+    assert path is not None and Path(path).name == "CT_small.dcm" and Path(path).is_file()
+    assert not imported
 
 
 def test_a_grad_cam_needs_neither_pytorch_grad_cam_nor_sklearn():
