@@ -1,5 +1,7 @@
 """`meddistill update` on tiny presets: promotes when the gate passes, refuses with the failing check,
-resumes after an interruption. Version 1 is a pair of tiny random-weight checkpoints, never ResNet-50."""
+resumes after an interruption; the features recipe (default) leaves the trunk bit-identical and moves the
+decoder, the full recipe moves the trunk too. Version 1 is a pair of tiny random-weight checkpoints,
+never ResNet-50."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from model.review import ReviewStore
 from model.review.gate import GateConfig
@@ -43,6 +46,16 @@ def make_store(root: Path) -> ReviewStore:
         report = write_reports(case.truth, np.random.default_rng([seed, 1]))["standard"]
         store.save_review(*review_from_phantom(case, report, model_version=1))
     return store
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _moved(before: dict, after: dict) -> set[str]:
+    return {k for k in before if not torch.equal(before[k], after[k])}
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +99,42 @@ def test_update_promotes_when_the_gate_passes(promoted):
         run_update(store, tiny_config(LENIENT), show_progress=False, log=lambda *a: None)
 
 
+def test_features_recipe_keeps_the_trunk_and_moves_the_decoder(promoted):
+    """The default recipe: heads + decoder on cached trunk features; ``encoder.*`` bit-identical (weights
+    and BN statistics), for the teacher and the KD student alike; reviewed rows repeated."""
+    from model.checkpoints import load_card
+
+    store, result = promoted
+    shipped = store.data_dir.parent / "shipped"
+    for role in ("teacher", "student"):
+        before = _weights(shipped / role)
+        after = _weights(store.data_dir / "models" / "v2" / role)
+        assert before.keys() == after.keys()
+        moved = _moved(before, after)
+        assert not any(k.startswith("encoder.") for k in moved), sorted(moved)[:5]
+        assert any(k.startswith("decoder.") for k in moved) and any(k.startswith("heads.") for k in moved)
+        card = load_card(store.data_dir / "models" / "v2" / role)
+        assert card["update"]["recipe"].startswith("features:") and card["update"]["review_repeat"] == 3
+        # 6 reviews + 6 replay, the 6 reviews twice more: 24 rows, batch 4, one pass -> 6 steps
+        assert card["update"]["fit"]["steps"] == 6
+        log = (store.data_dir / "models" / "v2" / role / "train_log.jsonl").read_text()
+        assert '"stage": "features"' in log and '"stage": "joint"' not in log
+    assert store.current_version().metrics["candidate"]["teacher"]["phantom_test"]["n_cases"] == 6  # gated
+
+
+def test_recipe_defaults_fill_only_what_is_unset():
+    from model.review.update import RECIPE_DEFAULTS, UpdateError
+
+    cfg = UpdateConfig(recipe="full", teacher_lr=3e-5).resolved()
+    assert cfg.teacher_lr == 3e-5 and cfg.teacher_epochs == RECIPE_DEFAULTS["full"]["teacher_epochs"]
+    assert UpdateConfig().resolved().recipe == "features" and UpdateConfig().resolved().review_repeat >= 1
+    old_state = {k: v for k, v in UpdateConfig(recipe="full").resolved().to_dict().items() if k != "recipe"}
+    # a state file written before recipes existed resumes as it was planned
+    assert UpdateConfig.from_dict(old_state).recipe == "full"
+    with pytest.raises(UpdateError, match="Unknown update recipe"):
+        UpdateConfig(recipe="magic").resolved()
+
+
 def test_update_refuses_and_says_which_check_failed(tmp_path, capsys):
     import argparse
 
@@ -96,7 +145,8 @@ def test_update_refuses_and_says_which_check_failed(tmp_path, capsys):
     store = make_store(tmp_path)
     p = argparse.ArgumentParser()
     add_arguments(p)
-    args = p.parse_args(["--data-dir", str(store.data_dir), "--no-real", "--quiet", "--replay-ratio", "1",
+    args = p.parse_args(["--data-dir", str(store.data_dir), "--no-real", "--quiet", "--recipe", "full",
+                         "--replay-ratio", "1",
                          "--teacher-epochs", "1", "--student-epochs", "1", "--batch-size", "4", "--folds", "2",
                          "--min-review-gain", "-1", "--max-f1-drop", "-1", "--max-head-drop", "1",
                          "--phantom-test-n", "6"])  # fmt: skip
@@ -109,6 +159,13 @@ def test_update_refuses_and_says_which_check_failed(tmp_path, capsys):
     v2 = reopened.version(2)
     assert v2.status == "rejected" and "clinical-efficacy F1" in v2.note
     assert (store.data_dir / "models" / "v2" / "teacher" / "model.safetensors").is_file()  # kept
+    # the full recipe trains every weight: the trunk moves too
+    moved = _moved(
+        _weights(tmp_path / "shipped" / "teacher"), _weights(store.data_dir / "models" / "v2" / "teacher")
+    )
+    assert any(k.startswith("encoder.") for k in moved) and any(k.startswith("decoder.") for k in moved)
+    state = json.loads((store.data_dir / "models" / "v2" / STATE_NAME).read_text())
+    assert state["config"]["recipe"] == "full"
 
 
 def test_update_resumes_after_an_interruption(tmp_path, monkeypatch):

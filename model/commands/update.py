@@ -6,6 +6,7 @@ current version (held-out reviews, the phantom test split, the real sets) and pr
 every check passes. Otherwise it says which check failed and by how much, and keeps it as "rejected".
 
   meddistill update                         # store at $MEDDISTILL_DATA_DIR (default ./userdata)
+  meddistill update --recipe full           # train every weight (slow; the old recipe)
   meddistill update --resume                # continue an interrupted update where it stopped
   torchrun --standalone --nproc_per_node=2 -m model.cli update ...   (DDP, gloo on CPU)
 """
@@ -17,9 +18,19 @@ import os
 from pathlib import Path
 
 from model.review.gate import GateConfig
-from model.review.update import UpdateConfig
+from model.review.update import RECIPE_DEFAULTS, UpdateConfig
 
 _U, _G = UpdateConfig(), GateConfig()
+_RECIPE_HELP = (
+    "features (default): the trunk frozen, heads + report decoder trained on its cached features; a step "
+    "costs the decoder only, so an update with 50 reviews fits in minutes, and the trunk cannot forget. "
+    "Measured better than full on benchmarks/bench_update.py (README, Self-update). "
+    "full: every weight trains (slow on CPU: ~44 min for 50 reviews, and it fixed fewer errors)"
+)
+
+
+def _default(name: str) -> str:
+    return "recipe default: " + ", ".join(f"{r} {d[name]}" for r, d in RECIPE_DEFAULTS.items())
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,12 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-real", action="store_true", help="gate on reviews and phantoms only")
     p.add_argument("--resume", action="store_true", help="continue the unfinished update")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    g = p.add_argument_group("training (defaults: UpdateConfig)")
+    g = p.add_argument_group("training (defaults: UpdateConfig and the recipe's RECIPE_DEFAULTS)")
+    g.add_argument("--recipe", choices=sorted(RECIPE_DEFAULTS), default=_U.recipe, help=_RECIPE_HELP)
     g.add_argument("--replay-ratio", type=float, default=_U.replay_ratio, help="replayed phantoms per review")
-    g.add_argument("--teacher-epochs", type=int, default=_U.teacher_epochs)
-    g.add_argument("--teacher-lr", type=float, default=_U.teacher_lr)
-    g.add_argument("--student-epochs", type=int, default=_U.student_epochs)
-    g.add_argument("--student-lr", type=float, default=_U.student_lr)
+    g.add_argument("--review-repeat", type=int, default=None,
+                   help="times each reviewed row appears per pass (" + _default("review_repeat") + ")")  # fmt: skip
+    g.add_argument("--teacher-epochs", type=int, default=None, help=_default("teacher_epochs"))
+    g.add_argument("--teacher-lr", type=float, default=None, help=_default("teacher_lr"))
+    g.add_argument("--student-epochs", type=int, default=None, help=_default("student_epochs"))
+    g.add_argument("--student-lr", type=float, default=None, help=_default("student_lr"))
     g.add_argument("--batch-size", type=int, default=_U.batch_size, help="per process")
     g.add_argument(
         "--folds", type=int, default=_U.folds, help="k of the cross-validation when reviews are few"
@@ -63,7 +77,9 @@ def update_config(args) -> UpdateConfig:
         real_n=args.real_n,
     )
     return UpdateConfig(
+        recipe=args.recipe,
         replay_ratio=args.replay_ratio,
+        review_repeat=args.review_repeat,
         teacher_epochs=args.teacher_epochs,
         teacher_lr=args.teacher_lr,
         student_epochs=args.student_epochs,

@@ -1,8 +1,16 @@
 """Fine-tuning for an update: the current teacher on reviews + replay, the current student by KD from it.
 
-Both call ``trainer.fit`` exactly as ``model.distill.recipes`` does (same loop, losses, DDP path and
-resumable state under ``OUT/stage_joint``), but start from the current version's weights instead of a
+Two recipes, looked up in :data:`RECIPES` (``meddistill update --recipe``):
+
+- ``features`` (default): the trunk frozen, its output cached once per image
+  (``model.distill.feature_stage``); heads, memory and report decoder train on the cache. A step costs
+  the decoder only, so the update affords many passes, and what the trunk knows cannot be forgotten.
+- ``full``: every weight trains, images through the trunk at every step (``trainer.fit``'s joint stage).
+
+Both use the same loop, losses, DDP path and resumable state as ``model.distill.recipes``
+(``OUT/stage_features`` or ``OUT/stage_joint``), start from the current version's weights instead of a
 fresh model, and carry the parent's model card over (thresholds, provenance) with an ``update`` block.
+The reviewed rows can be repeated against the replay rows (``review_repeat``).
 """
 
 from __future__ import annotations
@@ -11,10 +19,15 @@ import shutil
 from pathlib import Path
 
 from model.distill import ddp
+from model.review.samples import REVIEW_SOURCE
 
 #: card fields save_checkpoint rewrites (the rest of the parent's card is carried over)
 _REWRITTEN = ("files", "weights_sha256", "weights_bytes", "weights_dtype", "format_version", "saved_at",
               "parameters", "architecture", "config", "vocab_size")  # fmt: skip
+
+
+#: the trainer's resumable state folders (one per recipe's stage); gone once the checkpoint is saved
+_STATE_DIRS = ("stage_joint", "stage_features")
 
 
 class VocabularyError(RuntimeError):
@@ -33,12 +46,51 @@ def _data_config(card: dict, model):
 
 
 def _train_config(cfg, epochs: int, lr: float):
+    """One config for either recipe: ``epochs`` passes at peak ``lr``, no early stop (a fixed budget)."""
     from model.distill.config import TrainConfig
 
     return TrainConfig(
         epochs=epochs, batch_size=cfg.batch_size, lr=lr, warmup_frac=0.1, patience=epochs,
         seed=cfg.seed, threads=cfg.threads, bf16=cfg.bf16,
+        feature_epochs=epochs, feature_lr_frac=1.0, augment="off",
     )  # fmt: skip
+
+
+def _fit_full(model, train_set, val_set, tcfg, dcfg, out_dir, env, projector, review_repeat, resume,
+              show_progress):  # fmt: skip
+    """Every weight trains (trainer.fit's joint stage); the reviewed rows repeated ``review_repeat`` x."""
+    from model.distill.trainer import fit
+
+    train_set = train_set.repeat_sources({REVIEW_SOURCE: review_repeat})
+    return fit(model, train_set, val_set, tcfg, dcfg, out_dir, env=env, projector=projector, resume=resume,
+               show_progress=show_progress)  # fmt: skip
+
+
+def _fit_features(model, train_set, val_set, tcfg, dcfg, out_dir, env, projector, review_repeat, resume,
+                  show_progress):  # fmt: skip
+    """The trunk frozen (``encoder.*`` bit-identical): heads + memory + decoder on its cached features.
+
+    ``feature_stage`` with the cache taken before the reviewed rows are repeated (each image runs
+    through the trunk once).
+    """
+    from model.distill.feature_stage import stage_configs, trainable, with_features
+    from model.distill.trainer import fit
+
+    tc, dc = stage_configs(tcfg, dcfg)
+    train_f = with_features(model, train_set, show_progress).repeat_sources({REVIEW_SOURCE: review_repeat})
+    val_f = with_features(model, val_set, show_progress)
+    return fit(model, train_f, val_f, tc, dc, out_dir, env=env, resume=resume, stage="features",
+               trainable=trainable, lr=tcfg.lr * tcfg.feature_lr_frac, epochs=tcfg.feature_epochs,
+               show_progress=show_progress)  # fmt: skip
+
+
+#: recipe name -> how the loaded model trains on the update's mix (``meddistill update --recipe``)
+RECIPES = {"features": _fit_features, "full": _fit_full}
+
+
+def _finished(out_dir: Path) -> bool:
+    """A checkpoint saved whole before an interruption (the trainer's state is removed after saving)."""
+    return (out_dir / "model_card.json").is_file() and not any((out_dir / d).exists() for d in _STATE_DIRS)
 
 
 def finetune_teacher(
@@ -49,10 +101,9 @@ def finetune_teacher(
     from model.checkpoints import load_card, load_checkpoint
     from model.distill.config import DistillConfig
     from model.distill.recipes import to_tensorset
-    from model.distill.trainer import fit
 
     out_dir = Path(out_dir)
-    if (out_dir / "model_card.json").is_file() and not (out_dir / "stage_joint").exists():
+    if _finished(out_dir):
         return load_card(out_dir)  # finished before an interruption
     model, tokenizer, card, _ = load_checkpoint(parent_dir)
     data = _data_config(card, model)
@@ -60,9 +111,10 @@ def finetune_teacher(
     train_set = to_tensorset(train_samples, tokenizer, data, cfg.seed)
     val_set = to_tensorset(val_samples, tokenizer, data, cfg.seed + 1)
     dcfg = DistillConfig().without_kd()
-    result = fit(model, train_set, val_set, tcfg, dcfg, out_dir, env=env, resume=resume,
-                 show_progress=show_progress and env.is_main)  # fmt: skip
-    info = info | {"recipe": "fine-tune from ground truth (reviews + replay)", "train_config": tcfg.to_dict(),
+    result = RECIPES[cfg.recipe](model, train_set, val_set, tcfg, dcfg, out_dir, env, None, cfg.review_repeat,
+                                 resume, show_progress and env.is_main)  # fmt: skip
+    info = info | {"recipe": f"{cfg.recipe}: fine-tune from ground truth (reviews + replay)",
+                   "train_config": tcfg.to_dict(), "review_repeat": cfg.review_repeat,
                    "n_train": len(train_set), "n_val": len(val_set), "fit": _fit_summary(result)}  # fmt: skip
     return _save(model, tokenizer, card, out_dir, info, val_set, env)
 
@@ -76,10 +128,10 @@ def distil_student(
     from model.distill.config import DistillConfig
     from model.distill.recipes import to_tensorset
     from model.distill.teacher_cache import cache_teacher_outputs
-    from model.distill.trainer import fit, make_projector
+    from model.distill.trainer import make_projector
 
     out_dir = Path(out_dir)
-    if (out_dir / "model_card.json").is_file() and not (out_dir / "stage_joint").exists():
+    if _finished(out_dir):
         return load_card(out_dir)
     student, tokenizer, card, _ = load_checkpoint(parent_dir)
     teacher, t_tokenizer, _, _ = load_checkpoint(teacher_dir)
@@ -97,12 +149,14 @@ def distil_student(
         teacher, train_set, dcfg, show_progress=show_progress and env.is_main, bf16=cfg.bf16
     )
     val_set = to_tensorset(val_samples, tokenizer, data, cfg.seed + 1)
-    projector = make_projector(student.hint_channels, teacher.hint_channels) if dcfg.w_hint > 0 else None
+    hint = dcfg.w_hint > 0 and cfg.recipe == "full"  # the features recipe has no trunk to hint
+    projector = make_projector(student.hint_channels, teacher.hint_channels) if hint else None
     del teacher
-    result = fit(student, train_set, val_set, tcfg, dcfg, out_dir, env=env, projector=projector,
-                 resume=resume, show_progress=show_progress and env.is_main)  # fmt: skip
-    info = info | {"recipe": "fine-tune by KD from the updated teacher (reviews + replay)",
+    result = RECIPES[cfg.recipe](student, train_set, val_set, tcfg, dcfg, out_dir, env, projector,
+                                 cfg.review_repeat, resume, show_progress and env.is_main)  # fmt: skip
+    info = info | {"recipe": f"{cfg.recipe}: fine-tune by KD from the updated teacher (reviews + replay)",
                    "teacher_dir": str(teacher_dir), "train_config": tcfg.to_dict(),
+                   "review_repeat": cfg.review_repeat,
                    "distill_config": dcfg.to_dict(), "n_train": len(train_set), "fit": _fit_summary(result)}  # fmt: skip
     return _save(student, tokenizer, card, out_dir, info, val_set, env)
 
@@ -124,6 +178,7 @@ def _save(model, tokenizer, parent_card: dict, out_dir: Path, info: dict, val_se
         card["update"] = info
         extras = fit_ood_stats(model, val_set.images.float() / 255.0, val_set.context)
         save_checkpoint(out_dir, model, tokenizer, card, extras)
-        shutil.rmtree(Path(out_dir) / "stage_joint", ignore_errors=True)
+        for d in _STATE_DIRS:
+            shutil.rmtree(Path(out_dir) / d, ignore_errors=True)
     ddp.barrier(env)
     return load_card(out_dir)

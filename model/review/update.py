@@ -11,9 +11,11 @@ update resumes at the step it was in, and ``trainer.fit`` resumes mid-step from 
    cross-validation (each fold's models train on the other folds; the final candidate on all of
    them); else a held-out share (``holdout_frac``) the candidate never trains on.
 2. **teacher**: the current teacher fine-tuned on the reviewed cases mixed with replay of its original
-   training data (``replay_ratio`` re-rendered phantoms per reviewed case), ground truth only.
+   training data (``replay_ratio`` re-rendered phantoms per reviewed case, each reviewed row repeated
+   ``review_repeat`` times), ground truth only. ``recipe`` "features" (default) trains heads + memory +
+   decoder on the frozen trunk's cached features; "full" trains every weight (``model/review/finetune.py``).
 3. **student**: the current student fine-tuned by knowledge distillation from the updated teacher on
-   the same mix (``trainer.fit`` with the teacher's cached outputs, as ``recipes.distill_student``).
+   the same mix and recipe (the teacher's outputs cached once, as ``recipes.distill_student``).
 4. **gate**: current vs candidate on the held-out reviews, the fixed phantom test split and the real
    sets (``model/review/gate.py``); every check is recorded with its numbers.
 5. **register**: ``<data dir>/models/vN/{teacher,student}`` (safetensors + JSON) enters the registry,
@@ -30,7 +32,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -48,15 +50,40 @@ class UpdateError(RuntimeError):
     """An update that cannot start or continue; ``str(err)`` is a user-facing sentence."""
 
 
+#: each recipe's training defaults (UpdateConfig fields left None take these); chosen by
+#: benchmarks/bench_update.py, see README "Self-update"
+RECIPE_DEFAULTS: dict[str, dict] = {
+    # frozen trunk: a step costs the decoder only, so many passes; reviews repeated against the replay
+    "features": {
+        "teacher_epochs": 8,
+        "teacher_lr": 5e-4,
+        "student_epochs": 8,
+        "student_lr": 1e-3,
+        "review_repeat": 3,
+    },
+    # every weight: ~3 s per teacher step on 2 cores, so few passes at a tenth of the training lr
+    "full": {
+        "teacher_epochs": 3,
+        "teacher_lr": 1e-4,
+        "student_epochs": 3,
+        "student_lr": 5e-4,
+        "review_repeat": 1,
+    },
+}
+
+
 @dataclass(frozen=True)
 class UpdateConfig:
-    """One update: how much replay, how long each model trains, how the gate holds reviews apart."""
+    """One update: which recipe, how much replay, how long each model trains, how the gate holds reviews
+    apart. Training fields left None take the recipe's defaults (``RECIPE_DEFAULTS``) when planned."""
 
+    recipe: str = "features"  # "features" (frozen trunk, cached features) | "full" (every weight)
     replay_ratio: float = 3.0  # replayed original-training phantoms per reviewed case (against forgetting)
-    teacher_epochs: int = 3  # passes over the review + replay mix for the teacher
-    teacher_lr: float = 1e-4  # fine-tuning: a tenth of the teacher's training lr
-    student_epochs: int = 3  # passes for the student's distillation
-    student_lr: float = 5e-4  # a quarter of the student's training lr
+    review_repeat: int | None = None  # each reviewed row appears this many times per pass
+    teacher_epochs: int | None = None  # passes over the review + replay mix for the teacher
+    teacher_lr: float | None = None  # peak lr of the teacher's fine-tuning
+    student_epochs: int | None = None  # passes for the student's distillation
+    student_lr: float | None = None  # peak lr of the student's distillation
     batch_size: int = 16  # per process
     folds: int = 3  # k of the cross-validation used when reviews are few
     cv_below: int = 40  # fewer reviews than this: k-fold cross-validation; else a held-out share
@@ -67,12 +94,22 @@ class UpdateConfig:
     bf16: bool = False  # CPU bfloat16 autocast (AMX CPUs), as `train --bf16`
     gate: GateConfig = field(default_factory=GateConfig)
 
+    def resolved(self) -> UpdateConfig:
+        """This config with every None training field set from its recipe's defaults."""
+        if self.recipe not in RECIPE_DEFAULTS:
+            raise UpdateError(
+                f"Unknown update recipe {self.recipe!r} (one of: {', '.join(RECIPE_DEFAULTS)})."
+            )
+        fill = {k: v for k, v in RECIPE_DEFAULTS[self.recipe].items() if getattr(self, k) is None}
+        return replace(self, **fill)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> UpdateConfig:
-        return cls(**{**d, "gate": GateConfig(**d.get("gate", {}))})
+        """A planned config back from the state file (one written before recipes existed ran "full")."""
+        return cls(**{"recipe": "full", **d, "gate": GateConfig(**d.get("gate", {}))}).resolved()
 
 
 @dataclass
@@ -203,7 +240,7 @@ def _load_or_plan(store, cfg, resume: bool, real_root, env, log) -> dict:
         ddp.barrier(env)
     elif resume:
         log("no unfinished update to resume: starting a new one")
-    cfg = cfg or UpdateConfig()
+    cfg = (cfg or UpdateConfig()).resolved()
     learned = {i for v in versions for i in (v.feedback_ids or ())}
     review_ids = sorted(r.id for r in store.list_reviews() if r.id not in learned)
     if not review_ids:
