@@ -1,9 +1,10 @@
 """Image trunks with a timm-style ``forward_features``: images (B, 1, S, S) -> feature map (B, C, h, w).
 
-Torchvision trunks are built with ``weights=None`` (nothing downloads). Grayscale input is repeated
-to three channels and normalised with the ImageNet statistics, so a local torchvision state dict can
-be loaded with :func:`init_weights` (``--init-weights PATH``). Module names follow torchvision
-(``conv1``, ``layer4``, ``features.12``...) so its state-dict keys match.
+The ResNet-50 and MobileNetV3-small trunks are ours (:mod:`model.networks.backbones`, written after
+torchvision's source so that run time never imports torchvision) with torchvision's module names
+(``conv1``, ``layer4``, ``features.12``...), so its state-dict keys match; nothing downloads.
+Grayscale input is repeated to three channels and normalised with the ImageNet statistics, so a local
+torchvision state dict can be loaded with :func:`init_weights` (``--init-weights PATH``).
 """
 
 from __future__ import annotations
@@ -14,46 +15,36 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from model.networks.backbones import ResNet50, mobilenet_v3_small_features
 from model.networks.config import ModelConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ResNet50Trunk(nn.Module):
-    """torchvision ResNet-50 without its pooling and classifier: stride 32, 2048 channels."""
+class ResNet50Trunk(ResNet50):
+    """ResNet-50 (torchvision's, without its pooling and classifier): stride 32, 2048 channels."""
 
     in_channels = 3
     out_channels = 2048
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        import torchvision
-
-        r = torchvision.models.resnet50(weights=None)
-        self.conv1, self.bn1, self.relu, self.maxpool = r.conv1, r.bn1, r.relu, r.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = r.layer1, r.layer2, r.layer3, r.layer4
 
     @property
     def cam_layer(self) -> nn.Module:
         return self.layer4[-1]  # last bottleneck block: the usual Grad-CAM layer for ResNets
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, S/4, S/4)
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, 2048, S/32, S/32)
-
 
 class MobileNetV3SmallTrunk(nn.Module):
-    """torchvision MobileNetV3-small ``features``: stride 32, 576 channels."""
+    """MobileNetV3-small ``features`` (torchvision's): stride 32, 576 channels."""
 
     in_channels = 3
     out_channels = 576
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        import torchvision
-
-        self.features = torchvision.models.mobilenet_v3_small(weights=None).features
+        self.features = mobilenet_v3_small_features()
 
     @property
     def cam_layer(self) -> nn.Module:
