@@ -61,7 +61,6 @@ IMPORTS = (
     "components.study_view",
     "model.guard",
     "torch",
-    "torchvision",
     "transformers",
     "transformers.models.gpt2.modeling_gpt2",
     "safetensors.torch",

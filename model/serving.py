@@ -246,8 +246,7 @@ def shared_queue() -> InferenceQueue:
 #: (Python accepts a half-initialised module when two threads' imports wait on each other)
 PREWARM_MODULES = (
     "torch",
-    "torchvision",  # its ops pull torch._dynamo (1.6 CPU-s), which transformers' GPT-2 needs too
-    "transformers",
+    "transformers",  # (imports torchvision by itself where installed: the test extras; issue 13)
     "transformers.models.gpt2.modeling_gpt2",
     "safetensors.torch",
 )
