@@ -76,3 +76,13 @@ def test_repeat_sources_repeats_only_the_named_source():
     assert len(more) == 6 + 2 * 3 and more.sources.count("ct") == 9 and more.sources.count("cxr") == 3
     torch.testing.assert_close(more.images[6], data.images[1])  # the copies are the same rows
     assert data.repeat_sources({"cxr": 1}) is data and data.repeat_sources(()) is data
+
+
+def test_feature_max_steps_caps_the_stage(tmp_path):
+    """The no-KD student gets exactly the KD student's steps in this stage (pipeline's nokd)."""
+    torch.manual_seed(0)
+    model, _ = tiny_model()
+    tcfg = TrainConfig(epochs=1, batch_size=4, feature_epochs=10_000, feature_max_steps=5, log_every=1)
+    r = feature_stage(model, tiny_tensorset(12), tiny_tensorset(6, seed=1), tcfg, DistillConfig().without_kd(),
+                      tmp_path / "run", show_progress=False)  # fmt: skip
+    assert r.steps == 5

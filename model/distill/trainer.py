@@ -266,7 +266,7 @@ def _start(
     )
     steps_per_epoch = math.ceil(len(sampler) / tcfg.batch_size)
     total_steps = epochs * steps_per_epoch
-    if tcfg.max_steps is not None and stage == "joint":
+    if tcfg.max_steps is not None and stage != "finetune":  # the heads-only fine-tuning has its own epochs
         total_steps = min(total_steps, tcfg.max_steps)
     schedule = [lr_lambda(total_steps, tcfg)]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule[0](s))
