@@ -54,7 +54,9 @@ def probe(ckpt: Path, n: int) -> dict:
         "checkpoint": str(ckpt),
         "image_size": model.cfg.image_size,
         "n": n,
-        "class_counts": dict(zip(("none", "benign", "malignant"), np.bincount(y_arr, minlength=3).tolist(), strict=True)),
+        "class_counts": dict(
+            zip(("none", "benign", "malignant"), np.bincount(y_arr, minlength=3).tolist(), strict=True)
+        ),
         "baseline_3class": round(float(np.bincount(y_arr).max() / n), 4),
         "baseline_malignant_vs_rest": round(float(max((y_arr == 2).mean(), 1 - (y_arr == 2).mean())), 4),
         "head_accuracy": round(float((np.array(head) == y_arr).mean()), 4),

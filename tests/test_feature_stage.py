@@ -3,14 +3,12 @@ the trunk does not move, the heads and decoder do, and a KD student keeps its te
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from safetensors.torch import load_file, save_model
 from tiny_training import tiny_model, tiny_tensorset
 
 from model.distill.config import DistillConfig, TrainConfig
-from model.distill.feature_stage import cache_features, feature_stage, with_features
+from model.distill.feature_stage import feature_stage, with_features
 from model.distill.teacher_cache import cache_teacher_outputs
 
 torch.set_num_threads(1)
@@ -31,10 +29,14 @@ def test_cached_features_give_the_same_outputs_as_the_trunk():
     b = cached.batch(torch.arange(6))
     with torch.no_grad():
         plain = model(b["images"], b["context"], b["input_ids"], b["attention_mask"])
-        fast = model(b["images"] * 0, b["context"], b["input_ids"], b["attention_mask"], features=b["features"])
+        fast = model(
+            b["images"] * 0, b["context"], b["input_ids"], b["attention_mask"], features=b["features"]
+        )
     torch.testing.assert_close(fast.lm_logits, plain.lm_logits, atol=2e-2, rtol=1e-2)  # float16 cache
     torch.testing.assert_close(fast.findings_logits, plain.findings_logits, atol=2e-2, rtol=1e-2)
-    assert cached.subset([0, 2]).features.shape[0] == 2 and data.features is None  # the input set is untouched
+    assert (
+        cached.subset([0, 2]).features.shape[0] == 2 and data.features is None
+    )  # the input set is untouched
 
 
 def test_stage_trains_heads_and_decoder_only(tmp_path):
@@ -66,7 +68,6 @@ def test_kd_student_keeps_its_teacher_targets(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "kd" / "train_log.jsonl").read_text().splitlines()]
     stage = [x for x in lines if x.get("stage") == "features" and x["split"] == "train"]
     assert stage and all(x["kd_tokens"] > 0 and x["hint"] == 0 and x["attention"] == 0 for x in stage)
-
 
 
 def test_repeat_sources_repeats_only_the_named_source():

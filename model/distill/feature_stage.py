@@ -63,13 +63,18 @@ def trainable(name: str) -> bool:
 
 
 def feature_stage(model, train: TensorSet, val: TensorSet, tcfg: TrainConfig, dcfg: DistillConfig, run_dir,
-                  env=None, resume: bool = False, show_progress: bool = True):  # fmt: skip
+                  env=None, resume: bool = False, show_progress: bool = True,
+                  repeat: dict[str, int] | None = None):  # fmt: skip
     """Train heads + memory + decoder of ``model`` on cached features; -> trainer.FitResult (stage
-    ``features``; resumable like the joint stage, the cache is rebuilt on resume)."""
+    ``features``; resumable like the joint stage, the cache is rebuilt on resume).
+
+    ``repeat`` (source -> k): those rows appear k times per epoch (``TensorSet.repeat_sources``), applied
+    after the cache is built, so each image still runs through the trunk once.
+    """
     from model.distill.trainer import fit
 
     tc, dc = stage_configs(tcfg, dcfg)
-    train_f = with_features(model, train, show_progress)
+    train_f = with_features(model, train, show_progress).repeat_sources(repeat or {})
     val_f = with_features(model, val, show_progress)
     return fit(
         model, train_f, val_f, tc, dc, run_dir, env=env, resume=resume, stage="features",

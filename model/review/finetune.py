@@ -68,20 +68,12 @@ def _fit_full(model, train_set, val_set, tcfg, dcfg, out_dir, env, projector, re
 
 def _fit_features(model, train_set, val_set, tcfg, dcfg, out_dir, env, projector, review_repeat, resume,
                   show_progress):  # fmt: skip
-    """The trunk frozen (``encoder.*`` bit-identical): heads + memory + decoder on its cached features.
+    """The trunk frozen (``encoder.*`` bit-identical): heads + memory + decoder on its cached features
+    (``feature_stage``; the reviewed rows repeated after the cache is built)."""
+    from model.distill.feature_stage import feature_stage
 
-    ``feature_stage`` with the cache taken before the reviewed rows are repeated (each image runs
-    through the trunk once).
-    """
-    from model.distill.feature_stage import stage_configs, trainable, with_features
-    from model.distill.trainer import fit
-
-    tc, dc = stage_configs(tcfg, dcfg)
-    train_f = with_features(model, train_set, show_progress).repeat_sources({REVIEW_SOURCE: review_repeat})
-    val_f = with_features(model, val_set, show_progress)
-    return fit(model, train_f, val_f, tc, dc, out_dir, env=env, resume=resume, stage="features",
-               trainable=trainable, lr=tcfg.lr * tcfg.feature_lr_frac, epochs=tcfg.feature_epochs,
-               show_progress=show_progress)  # fmt: skip
+    return feature_stage(model, train_set, val_set, tcfg, dcfg, out_dir, env, resume, show_progress,
+                         repeat={REVIEW_SOURCE: review_repeat})  # fmt: skip
 
 
 #: recipe name -> how the loaded model trains on the update's mix (``meddistill update --recipe``)
