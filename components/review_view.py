@@ -265,8 +265,8 @@ def _draft_ui(auto: str, key: str) -> str:
     """The report text to save: it follows the teacher's report (rewritten from the labels, with any detail
     asked for) until the reviewer types in it; from then on the reviewer's text stays."""
     draft_key, edited_key = f"{key}_draft", f"{key}_draft_edited"
-    if not st.session_state.get(edited_key):
-        st.session_state[draft_key] = auto
+    if not st.session_state.get(edited_key) and (auto.strip() or draft_key not in st.session_state):
+        st.session_state[draft_key] = auto  # an empty report (none yet on a slow rerun) keeps the last draft
 
     def _mark_edited() -> None:
         st.session_state[edited_key] = True
