@@ -3,13 +3,14 @@ the trunk does not move, the heads and decoder do, and a KD student keeps its te
 
 from __future__ import annotations
 
+import json
+
 import torch
 from safetensors.torch import load_file, save_model
-from tiny_training import tiny_model, tiny_tensorset
+from tiny_training import tiny_kd_setup, tiny_model, tiny_tensorset
 
 from model.distill.config import DistillConfig, TrainConfig
 from model.distill.feature_stage import feature_stage, with_features
-from model.distill.teacher_cache import cache_teacher_outputs
 
 torch.set_num_threads(1)
 
@@ -55,16 +56,9 @@ def test_stage_trains_heads_and_decoder_only(tmp_path):
 
 
 def test_kd_student_keeps_its_teacher_targets(tmp_path):
-    torch.manual_seed(0)
-    teacher, _ = tiny_model("tiny-teacher")
-    student, _ = tiny_model("tiny-student")
-    train = tiny_tensorset(8)
-    dcfg = DistillConfig(top_k=4, hint_size=2)
-    cache_teacher_outputs(teacher, train, dcfg, show_progress=False)
+    _, student, train, dcfg = tiny_kd_setup()
     tcfg = TrainConfig(epochs=1, batch_size=4, feature_epochs=1, log_every=1)
     feature_stage(student, train, tiny_tensorset(4, seed=1), tcfg, dcfg, tmp_path / "kd", show_progress=False)
-    import json
-
     lines = [json.loads(x) for x in (tmp_path / "kd" / "train_log.jsonl").read_text().splitlines()]
     stage = [x for x in lines if x.get("stage") == "features" and x["split"] == "train"]
     assert stage and all(x["kd_tokens"] > 0 and x["hint"] == 0 and x["attention"] == 0 for x in stage)

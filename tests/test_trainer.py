@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_model
-from tiny_training import tiny_model, tiny_tensorset
+from tiny_training import tiny_kd_setup, tiny_model, tiny_tensorset
 
 from model.distill.config import DistillConfig, TrainConfig
 from model.distill.teacher_cache import cache_teacher_outputs
@@ -123,12 +123,7 @@ def test_auroc_matches_pairwise_definition():
 
 
 def test_kd_with_cached_teacher_and_a_transfer_set(tmp_path):
-    torch.manual_seed(0)
-    teacher, _ = tiny_model("tiny-teacher")
-    student, _ = tiny_model("tiny-student")
-    train = tiny_tensorset(8)
-    dcfg = DistillConfig(top_k=4, hint_size=2)
-    cache_teacher_outputs(teacher, train, dcfg, show_progress=False)
+    teacher, student, train, dcfg = tiny_kd_setup()
     assert train.teacher.token_topk_index.shape == (8, 12, 4) and train.teacher.features.shape[-1] == 2
     # a transfer set: no ground truth at all, only the teacher
     transfer = tiny_tensorset(8, seed=5).strip_labels()

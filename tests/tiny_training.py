@@ -13,7 +13,9 @@ from model.types import CONTEXT_DIM, DETAIL_LEVELS
 WORDS = ["normal", "heart", "lungs", "clear", "effusion", "nodule", "right", "left", "small", "large"]
 
 
-def tiny_model(name: str = "tiny-student", vocab_size: int = 32, seed: int | None = None, spread: bool = False):
+def tiny_model(
+    name: str = "tiny-student", vocab_size: int = 32, seed: int | None = None, spread: bool = False
+):
     """(model, config) from a tiny random-weight preset: the one tiny-model builder of the test suite.
 
     ``seed`` seeds torch first (reproducible weights); ``spread`` widens the decoder's matrices and the
@@ -80,3 +82,20 @@ def tiny_tensorset(n: int, seed: int = 0, size: int = 32, max_len: int = 12) -> 
         return prompt + [16 + WORDS.index(w) for w in text.split()] + [EOS_ID], 2
 
     return build_tensorset(items, reports, encode, max_len, 0, seed)
+
+
+def tiny_kd_setup(n: int = 8):
+    """(teacher, student, train, dcfg): tiny teacher and student (seed 0), ``n`` training rows with the
+    teacher's outputs cached (top-4 tokens, 2x2 hint maps), for the KD training tests."""
+    import torch
+
+    from model.distill.config import DistillConfig
+    from model.distill.teacher_cache import cache_teacher_outputs
+
+    torch.manual_seed(0)
+    teacher, _ = tiny_model("tiny-teacher")
+    student, _ = tiny_model("tiny-student")
+    train = tiny_tensorset(n)
+    dcfg = DistillConfig(top_k=4, hint_size=2)
+    cache_teacher_outputs(teacher, train, dcfg, show_progress=False)
+    return teacher, student, train, dcfg
