@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_ct_probe.py assets/checkpoints/teacher runs/v6/teacher --n 240
         -> benchmarks/results/ct_probe.json
 
-For each ResNet-50 checkpoint: ``--n`` held-out CT phantoms from the pre-training stream's validation seeds
+``--size`` probes at another input size (the trunk is fully convolutional); ``--pretrain`` loads a stage-0
+``pretrain.safetensors`` into the checkpoint first (probing the pre-trained trunk itself). For each ResNet-50 checkpoint: ``--n`` held-out CT phantoms from the pre-training stream's validation seeds
 (``model.distill.pretrain.stream_case``: no training split contains them), rendered at 256 px and resized to
 the checkpoint's input size. Features: layer4 global average (what the heads read), layer4 global max, layer3
 global max (stride 16). Logistic regression, 5-fold cross-validation, features standardised: 3-class accuracy
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def probe(ckpt: Path, n: int) -> dict:
+def probe(ckpt: Path, n: int, size: int | None = None, pretrain: Path | None = None) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
@@ -34,6 +35,11 @@ def probe(ckpt: Path, n: int) -> dict:
     from model.distill.pretrain import stream_case, trunk_stages
 
     model, _, _, _ = load_checkpoint(ckpt)
+    if pretrain is not None:  # the stage-0 trunk in this checkpoint's architecture
+        from model.distill.pretrain import load_pretrained
+
+        load_pretrained(model, pretrain)
+    size = size or model.cfg.image_size
     model.eval()
     if model.cfg.encoder != "resnet50":
         raise SystemExit(f"{ckpt}: the probe reads ResNet-50 stages; this checkpoint has {model.cfg.encoder}")
@@ -42,7 +48,7 @@ def probe(ckpt: Path, n: int) -> dict:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(n):
-            case = stream_case(i, 0, 1.0, model.cfg.image_size, "val")
+            case = stream_case(i, 0, 1.0, size, "val")
             mid, f4 = trunk_stages(model, case["image"][None])
             feats["layer4_avg"].append(f4.mean((2, 3))[0].numpy())
             feats["layer4_max"].append(f4.amax((2, 3))[0].numpy())
@@ -51,8 +57,8 @@ def probe(ckpt: Path, n: int) -> dict:
             head.append(int(model.forward_heads(f4).tumour_logits.argmax()))
     y_arr = np.array(y)
     out = {
-        "checkpoint": str(ckpt),
-        "image_size": model.cfg.image_size,
+        "checkpoint": str(ckpt) + (f" + {pretrain}" if pretrain else ""),
+        "image_size": size,
         "n": n,
         "class_counts": dict(
             zip(("none", "benign", "malignant"), np.bincount(y_arr, minlength=3).tolist(), strict=True)
@@ -79,11 +85,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", type=Path)
     p.add_argument("--n", type=int, default=240)
+    p.add_argument("--size", type=int, default=None, help="input size (default: each checkpoint's own)")
+    p.add_argument(
+        "--pretrain", type=Path, default=None, help="load this stage-0 pretrain.safetensors into each checkpoint first"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "ct_probe.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    results = [probe(c, args.n) for c in args.checkpoints]
+    results = [probe(c, args.n, args.size, args.pretrain) for c in args.checkpoints]
     for r in results:
         print(json.dumps(r))
     doc = {"command": " ".join(["benchmarks/bench_ct_probe.py", *sys.argv[1:]]), "results": results}

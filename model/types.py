@@ -42,6 +42,14 @@ FINDING_LABELS: dict[str, str] = {
 #: Tumour head classes on chest CT (softmax).
 TUMOUR_CLASSES: tuple[str, ...] = ("none", "benign", "malignant")
 
+#: Channels of a lesion map (phantom masks): every CXR finding, then the CT tumour. The stage-0 pre-training
+#: mask head and the teacher's lesion head (``ModelConfig.head_pool == "lesion"``) predict these.
+LESION_CHANNELS: tuple[str, ...] = (*FINDINGS, "tumour")
+
+#: Side of the lesion-mask grid a TensorSet stores (max-pooled from the 256 px phantom masks; the loss pools
+#: it again to the feature map: 28 divides into 14, 7 and 4x4-ish grids by adaptive max pooling).
+LESION_GRID: int = 28
+
 #: Malignant subtypes where a real CT set provides them (Kaggle chest CT).
 TUMOUR_SUBTYPES: tuple[str, ...] = ("adenocarcinoma", "large_cell", "squamous")
 

@@ -55,7 +55,7 @@ class Profile:
     teacher_feature_budget_s: float = 0.0  # its wall-clock budget (0 = none)
     student_feature_epochs: int = 0  # the same for both students (the no-KD one gets the KD one's steps)
     student_feature_budget_s: float = 0.0
-    teacher_head_pool: str = ""  # override the teacher preset's head pooling ("avgmax"; "" = the preset's)
+    teacher_head_pool: str = ""  # override the teacher preset's head pooling ("avgmax", "lesion"; "" = the preset's)
     teacher_repeat: str = ""  # "source=k,...": rows repeated k times in the teacher's joint stage
 
     def with_overrides(self, pairs: list[str]) -> Profile:
@@ -87,18 +87,19 @@ PROFILES: dict[str, Profile] = {
         labelled_frac=0.3, max_per_source=None, teacher_lr=1e-3, student_lr=2e-3, batch_size=32,
         bf16=cpu_has_fast_bf16(), pretrain_images=12_000, pretrain_size=128, pretrain_budget_s=1200.0,
         teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=40, teacher_feature_budget_s=400.0,
-        student_feature_epochs=40, student_feature_budget_s=180.0,
+        student_feature_epochs=40, student_feature_budget_s=180.0, teacher_head_pool="lesion",
     ),
     # the shipped weights (issue 10): pre-training 40 min on a stream of distinct phantoms at 128 px,
-    # then the joint stage at 224 px for 35 min, stem frozen (ResNet-50 fp32 on 2 AVX2 cores: ~9 img/s at 128 px,
-    # ~3 at 224 px), then 15 min of heads + decoder on the cached trunk features (5 min per student)
+    # then the joint stage at 224 px for 50 min, stem frozen (ResNet-50 fp32 on 2 AVX2 cores: ~9 img/s at 128 px,
+    # ~3 at 224 px), then 15 min of heads + decoder on the cached trunk features (5 min per student). The
+    # teacher's heads read a lesion map learned from the phantoms' masks (ModelConfig.head_pool "lesion")
     "full": Profile(
         n_cxr=2400, n_ct=1000, image_size=224, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
-        teacher_epochs=24, teacher_budget_s=2100.0, student_epochs=24, student_budget_s=480.0,
+        teacher_epochs=24, teacher_budget_s=3000.0, student_epochs=24, student_budget_s=480.0,
         labelled_frac=0.3, max_per_source=None, teacher_lr=1e-3, student_lr=2e-3, batch_size=32,
         bf16=cpu_has_fast_bf16(), pretrain_images=30_000, pretrain_size=128, pretrain_budget_s=2400.0,
         teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=60, teacher_feature_budget_s=900.0,
-        student_feature_epochs=60, student_feature_budget_s=300.0, teacher_head_pool="avgmax",
+        student_feature_epochs=60, student_feature_budget_s=300.0, teacher_head_pool="lesion",
         teacher_repeat="phantom_ct=3",
     ),
     "fast": Profile(

@@ -19,6 +19,7 @@ TERMS: tuple[str, ...] = (
     "ce_tumour",
     "ce_subtype",
     "bce_treatment",
+    "lesion",
     "kd_tokens",
     "kd_findings",
     "kd_tumour",
@@ -42,6 +43,7 @@ class DistillConfig:
     w_ce_tumour: float = 1.0  # softmax CE on the tumour head (CT sources)
     w_ce_subtype: float = 0.5  # softmax CE on the malignant subtype (real CT only); fewer, noisier labels
     w_bce_treatment: float = 1.0  # multi-label BCE on the treatment head (formulary ground truth)
+    w_lesion: float = 1.0  # per-cell BCE of the lesion map on the phantoms' masks (head_pool "lesion" only; 0 otherwise)
     # --- soft-label terms (teacher); zero = plain supervised training
     w_kd_tokens: float = 1.0  # Hinton token-level KD over the vocabulary
     w_kd_findings: float = 1.0  # binary KL to the teacher's finding probabilities

@@ -56,6 +56,20 @@ def masked_bce(logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> T
     return _masked_mean(per, known)
 
 
+#: positive cells are rare (a nodule is one cell of 49): weigh them up, as the stage-0 mask head does
+LESION_POS_WEIGHT = 4.0
+
+
+def lesion_bce(logits: Tensor, masks: Tensor | None, known: Tensor | None) -> Tensor:
+    """Per-cell BCE of lesion logits (B, K, h, w) on masks (B, K, G, G) max-pooled to (h, w), over the rows whose
+    masks are ``known`` (B,) (phantoms; real images have none). 0 when no row is known."""
+    if masks is None or known is None or not bool(known.any()):
+        return _zero(logits)
+    target = F.adaptive_max_pool2d(masks[known].to(logits.dtype), logits.shape[-2:])
+    pos_weight = logits.new_full((logits.shape[1], 1, 1), LESION_POS_WEIGHT)
+    return F.binary_cross_entropy_with_logits(logits[known], target, pos_weight=pos_weight)
+
+
 def masked_ce(logits: Tensor, targets: Tensor) -> Tensor:
     """Softmax cross-entropy over known items (target != -100); 0 when none are known.
 
@@ -260,6 +274,9 @@ def distillation_loss(
         if getattr(s, "subtype_logits", None) is not None
         else zero,
         "bce_treatment": masked_bce(s.treatment_logits, batch["treatments"], batch.get("treatments_mask")),
+        "lesion": lesion_bce(getattr(s, "lesion_logits", None), batch.get("lesion"), batch.get("lesion_known"))
+        if getattr(s, "lesion_logits", None) is not None
+        else zero,
     }
     for name in TERMS:  # the teacher terms: 0 unless computed below
         terms.setdefault(name, zero)

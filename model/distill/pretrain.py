@@ -30,10 +30,10 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from model.types import FINDINGS, TUMOUR_CLASSES
+from model.types import FINDINGS, LESION_CHANNELS, TUMOUR_CLASSES
 
 #: segmentation channels: one per finding, then the CT tumour
-SEG_CHANNELS: tuple[str, ...] = (*FINDINGS, "tumour")
+SEG_CHANNELS: tuple[str, ...] = LESION_CHANNELS
 #: the pretraining stream's set seed: its cases come from SeedSequence([PRETRAIN_SET_SEED + k, ...]),
 #: a set no ``generate-data`` run uses (those take the user's small seeds)
 PRETRAIN_SET_SEED = 7_000_003

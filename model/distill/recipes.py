@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model.distill import ddp
@@ -49,6 +50,23 @@ def report_encoder(tokenizer, max_len: int):
     return encode
 
 
+def lesion_grid(mask_path, modality: str) -> torch.Tensor:
+    """A phantom's bitmask PNG -> (len(LESION_CHANNELS), LESION_GRID, LESION_GRID) bool: a cell is set where any
+    of its pixels is lesion (the target of the lesion head; cardiomegaly's mask is the heart)."""
+    import torch.nn.functional as F
+
+    from model.data.generate import read_masks
+    from model.types import LESION_CHANNELS, LESION_GRID
+
+    masks = read_masks(mask_path, modality)
+    shape = next(iter(masks.values())).shape if masks else (LESION_GRID, LESION_GRID)
+    full = torch.zeros((len(LESION_CHANNELS), *shape), dtype=torch.float32)
+    for name, m in masks.items():
+        if name in LESION_CHANNELS:
+            full[LESION_CHANNELS.index(name)] = torch.from_numpy(np.asarray(m, dtype=np.float32))
+    return F.adaptive_max_pool2d(full[None], LESION_GRID)[0] > 0
+
+
 def to_tensorset(samples: list, tokenizer, cfg: DataConfig, seed: int) -> TensorSet:
     """Load, resize and tokenise every sample once (see tensorset.py for why)."""
     from model.data.dataset import ReportDataset
@@ -57,6 +75,8 @@ def to_tensorset(samples: list, tokenizer, cfg: DataConfig, seed: int) -> Tensor
     items = [ds[i] for i in range(len(ds))]
     for item, s in zip(items, samples, strict=True):
         item.setdefault("source", s.source)
+        if getattr(s, "mask_path", None):
+            item["lesion"] = lesion_grid(s.mask_path, s.modality)
     reports = []
     for s in samples:
         if s.report_origin == "none" or not (s.reports or s.report):

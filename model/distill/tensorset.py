@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from model.distill.losses import TeacherTargets
-from model.types import DETAIL_LEVELS, IGNORE_INDEX
+from model.types import DETAIL_LEVELS, IGNORE_INDEX, LESION_CHANNELS, LESION_GRID
 
 
 @dataclass
@@ -44,6 +44,8 @@ class TensorSet:
     teacher: TeacherTargets | None = None  # (N, ...) rows, from model.distill.teacher_cache; None = no KD
     features: Tensor | None = None  # (N, C, h, w) float16: the model's own trunk output, cached for the
     # frozen-trunk stage (model.distill.feature_stage); batches then carry "features" and the trunk is skipped
+    lesion: Tensor | None = None  # (N, len(LESION_CHANNELS), LESION_GRID, LESION_GRID) bool: where each lesion is
+    lesion_known: Tensor | None = None  # (N,) bool: the row has masks (phantoms); the lesion loss reads only these
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -93,6 +95,9 @@ class TensorSet:
             out["teacher"] = self.teacher.rows(index, length=L)  # TeacherTargets for the batch
         if self.features is not None:
             out["features"] = self.features[index].float()
+        if self.lesion is not None:
+            out["lesion"] = self.lesion[index]
+            out["lesion_known"] = self.lesion_known[index]
         return out
 
     def repeat_sources(self, repeats: dict[str, int] | Sequence[tuple[str, int]]) -> TensorSet:
@@ -122,6 +127,8 @@ class TensorSet:
         """Stack several sets (same image size and sequence length); teacher columns must match."""
         kw = {}
         first = parts[0]
+        if any(p.lesion is not None for p in parts) and any(p.lesion is None for p in parts):
+            parts = [p.with_lesion_placeholder() for p in parts]  # e.g. reviewed cases + phantom replay
         for f in fields(first):
             v = getattr(first, f.name)
             if isinstance(v, Tensor):
@@ -134,6 +141,15 @@ class TensorSet:
                 kw[f.name] = v
         return TensorSet(**kw)
 
+    def with_lesion_placeholder(self) -> TensorSet:
+        """Self, or a shallow copy with all-unknown lesion masks where it has none (so sets concatenate)."""
+        if self.lesion is not None:
+            return self
+        kw = {f.name: getattr(self, f.name) for f in fields(self)}
+        kw["lesion"] = torch.zeros((len(self), len(LESION_CHANNELS), LESION_GRID, LESION_GRID), dtype=torch.bool)
+        kw["lesion_known"] = torch.zeros(len(self), dtype=torch.bool)
+        return TensorSet(**kw)
+
     def strip_labels(self) -> TensorSet:
         """A copy with every ground-truth label unknown (a transfer set: only the teacher labels it)."""
         out = self.subset(torch.arange(len(self)))
@@ -142,6 +158,8 @@ class TensorSet:
         out.tumour.fill_(IGNORE_INDEX)
         out.subtype.fill_(IGNORE_INDEX)
         out.has_report.fill_(False)
+        if out.lesion_known is not None:
+            out.lesion_known.fill_(False)
         return out
 
 
@@ -182,6 +200,11 @@ def build_tensorset(
         return torch.stack([torch.as_tensor(np.asarray(it[key])) for it in items]).to(dtype)
 
     rng = np.random.default_rng(seed)
+    lesion = lesion_known = None
+    if any("lesion" in it for it in items):  # (K, G, G) bool where known (phantom masks); zeros elsewhere
+        empty = torch.zeros((len(LESION_CHANNELS), LESION_GRID, LESION_GRID), dtype=torch.bool)
+        lesion = torch.stack([torch.as_tensor(it["lesion"]) if "lesion" in it else empty for it in items])
+        lesion_known = torch.tensor(["lesion" in it for it in items], dtype=torch.bool)
     return TensorSet(
         images=(stack("image", torch.float32) * 255.0).round().clamp(0, 255).to(torch.uint8),
         context=stack("context", torch.float32),
@@ -198,4 +221,6 @@ def build_tensorset(
         sample_ids=[str(it["id"]) for it in items],
         sources=[str(it.get("source", "")) for it in items],
         pad_id=pad_id,
+        lesion=lesion,
+        lesion_known=lesion_known,
     )

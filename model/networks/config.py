@@ -15,7 +15,7 @@ from model.types import CONTEXT_DIM, FINDINGS, TREATMENTS, TUMOUR_CLASSES, TUMOU
 #: image trunks ``encoders.py`` knows how to build
 ENCODERS: tuple[str, ...] = ("resnet50", "mobilenet_v3_small", "tiny_cnn")
 #: how the heads pool the feature map (see ``ModelConfig.head_pool``)
-HEAD_POOLS: tuple[str, ...] = ("avg", "avgmax")
+HEAD_POOLS: tuple[str, ...] = ("avg", "avgmax", "lesion")
 #: how the model input is normalised (see ``ModelConfig.input_norm``)
 INPUT_NORMS: tuple[str, ...] = ("none", "per_image")
 
@@ -39,7 +39,11 @@ class ModelConfig:
     head_hidden: int = 128  # width of the shared hidden layer of the task heads
     head_dropout: float = 0.1  # dropout on pooled features before the heads
     head_pool: str = "avg"  # heads' input: "avg" (global average) | "avgmax" (average ++ max: small
-    # lesions, a nodule or the fluid in a costophrenic angle, are not averaged away over the map)
+    # lesions, a nodule or the fluid in a costophrenic angle, are not averaged away over the map) | "lesion"
+    # (average ++ lesion-attended features ++ lesion-map statistics: a 1x1 conv predicts a map per
+    # LESION_CHANNELS on the feature grid, supervised by the phantoms' masks; the heads then read the
+    # features where the lesion is, and how large / how sure it is. Issue 10: the global average of a
+    # 224 px trunk did not carry the CT tumour class at all, while a mask head found the tumour)
     input_norm: str = "none"  # "per_image": each image standardised to zero mean / unit std before the trunk,
     # so a global brightness / contrast change cannot move the features (issue 11); "none": [0, 1] as given
     context_dim: int = CONTEXT_DIM  # PatientContext.to_vector() length

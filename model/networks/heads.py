@@ -13,6 +13,16 @@ import torch
 from torch import nn
 
 from model.networks.config import ModelConfig
+from model.types import LESION_CHANNELS
+
+
+def head_input_width(cfg: ModelConfig, channels: int) -> int:
+    """Width of what the heads read for ``cfg.head_pool`` over a ``channels``-wide feature map."""
+    if cfg.head_pool == "avgmax":
+        return 2 * channels
+    if cfg.head_pool == "lesion":
+        return 2 * channels + 2 * len(LESION_CHANNELS)
+    return channels
 
 
 @dataclass
@@ -24,6 +34,7 @@ class HeadOutput:
     subtype_logits: torch.Tensor  # (B, n_subtypes): softmax, meaningful when malignant
     treatment_logits: torch.Tensor  # (B, n_treatments): sigmoid
     pooled: torch.Tensor  # (B, C) global-average-pooled features (OOD statistics use these)
+    lesion_logits: torch.Tensor | None = None  # (B, len(LESION_CHANNELS), h, w) with head_pool "lesion"
 
 
 class TaskHeads(nn.Module):
@@ -32,7 +43,7 @@ class TaskHeads(nn.Module):
     def __init__(self, cfg: ModelConfig, in_channels: int):
         super().__init__()
         h = cfg.head_hidden
-        head_in = in_channels * (2 if cfg.head_pool == "avgmax" else 1)
+        head_in = head_input_width(cfg, in_channels)
         # LayerNorm first (as in ConvNeXt's head): pooled post-ReLU features are unnormalised (max-pooled
         # ones an order of magnitude above the averages) and stalled the heads under gradient clipping
         self.shared = nn.Sequential(
@@ -48,7 +59,11 @@ class TaskHeads(nn.Module):
         )
 
     def forward(
-        self, pooled: torch.Tensor, context: torch.Tensor, head_in: torch.Tensor | None = None
+        self,
+        pooled: torch.Tensor,
+        context: torch.Tensor,
+        head_in: torch.Tensor | None = None,
+        lesion_logits: torch.Tensor | None = None,
     ) -> HeadOutput:
         """pooled (B, C) average-pooled features, context (B, context_dim), head_in (B, C or 2C) what
         the heads read (None = ``pooled``) -> HeadOutput."""
@@ -63,4 +78,5 @@ class TaskHeads(nn.Module):
             subtype_logits=self.subtype_head(z),
             treatment_logits=self.treatment_head(fused),
             pooled=pooled,
+            lesion_logits=lesion_logits,
         )

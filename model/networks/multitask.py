@@ -22,7 +22,7 @@ from model.networks.encoders import ImageEncoder
 from model.networks.generation import decode
 from model.networks.heads import HeadOutput, TaskHeads
 from model.networks.tokenizer import SENTENCE_END, decode_ids, prompt_ids
-from model.types import ReportStyle
+from model.types import LESION_CHANNELS, ReportStyle
 
 
 @dataclass
@@ -36,6 +36,7 @@ class ModelOutput:
     lm_logits: torch.Tensor  # (B, L, V): position t predicts token t+1
     features: torch.Tensor  # (B, C, h, w) last trunk feature map
     pooled: torch.Tensor  # (B, C)
+    lesion_logits: torch.Tensor | None = None  # (B, len(LESION_CHANNELS), h, w): head_pool "lesion" only
 
 
 def head_probabilities(heads: HeadOutput) -> torch.Tensor:
@@ -61,6 +62,8 @@ class ReportModel(nn.Module):
         self.encoder = ImageEncoder(cfg)
         c = self.encoder.out_channels
         self.heads = TaskHeads(cfg, c)
+        # head_pool "lesion": a map per LESION_CHANNELS on the feature grid (see ModelConfig.head_pool)
+        self.lesion = nn.Conv2d(c, len(LESION_CHANNELS), 1) if cfg.head_pool == "lesion" else None
         self.memory = MemoryBuilder(cfg, c)
         self.decoder = ReportDecoder(cfg)
 
@@ -87,8 +90,19 @@ class ReportModel(nn.Module):
         pooled = features.mean((2, 3))  # (B, C) global average pool (also the OOD statistics' features)
         if context is None:
             context = pooled.new_zeros(pooled.shape[0], self.cfg.context_dim)
-        head_in = torch.cat([pooled, features.amax((2, 3))], 1) if self.cfg.head_pool == "avgmax" else None
-        return self.heads(pooled, context, head_in)
+        lesion = None
+        if self.cfg.head_pool == "avgmax":
+            head_in = torch.cat([pooled, features.amax((2, 3))], 1)
+        elif self.lesion is not None:
+            lesion = self.lesion(features)  # (B, K, h, w) logits
+            # attend where any lesion is most likely; read its size (mean) and certainty (max) per channel
+            att = torch.softmax(lesion.amax(1).flatten(1), -1)  # (B, h*w)
+            attended = torch.einsum("bcn,bn->bc", features.flatten(2), att)  # (B, C)
+            stats = torch.cat([lesion.amax((2, 3)), torch.sigmoid(lesion).mean((2, 3))], 1)  # (B, 2K)
+            head_in = torch.cat([pooled, attended, stats], 1)
+        else:
+            head_in = None
+        return self.heads(pooled, context, head_in, lesion)
 
     def build_memory(
         self, features: torch.Tensor, heads: HeadOutput, memory_probs: torch.Tensor | None = None
@@ -129,6 +143,7 @@ class ReportModel(nn.Module):
             lm_logits=lm_logits,
             features=features,
             pooled=heads.pooled,
+            lesion_logits=heads.lesion_logits,
         )
 
     # -- generation -------------------------------------------------------------------------------
