@@ -110,3 +110,24 @@ def test_head_input_width_matches_what_forward_builds(pool):
     model = build_model(replace(TINY_PRESETS["tiny-teacher"], vocab_size=32, head_pool=pool)).eval()
     heads = model.forward_heads(model.forward_features(torch.rand(2, 1, 32, 32)))
     assert heads.findings_logits.shape == (2, model.cfg.n_findings)
+
+
+def test_pretrained_heads_load_into_a_wider_lesion_head(tmp_path):
+    """Stage 0 trained average ++ max heads; a lesion head reads more columns: the overlap loads, the rest stays."""
+    from safetensors.torch import save_file
+
+    from model.distill.pretrain import load_pretrained
+    from model.networks import TINY_PRESETS, build_model
+
+    torch.manual_seed(1)
+    src = build_model(replace(TINY_PRESETS["tiny-teacher"], vocab_size=32, head_pool="avgmax"))
+    save_file({k: v.contiguous() for k, v in src.state_dict().items() if not k.startswith("decoder.")}, str(tmp_path / "p.safetensors"))
+    dst = lesion_model()
+    fresh = dst.heads.shared[2].weight.detach().clone()
+    info = load_pretrained(dst, tmp_path / "p.safetensors")
+    w_src, w_dst = src.heads.shared[2].weight, dst.heads.shared[2].weight
+    assert "heads.shared.2.weight" in info["partially_loaded"]
+    assert torch.equal(w_dst[:, : w_src.shape[1]], w_src)
+    assert torch.equal(w_dst[:, w_src.shape[1] :], fresh[:, w_src.shape[1] :])
+    for (name, a), b in zip(src.encoder.state_dict().items(), dst.encoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # the trunk loads exactly

@@ -318,9 +318,30 @@ def evaluate_pretrain(module: PretrainModule, cfg: PretrainConfig) -> dict:
 
 
 def load_pretrained(model, path: Path) -> dict:
-    """Load OUT/pretrain.safetensors into a report model (any input size); returns what was loaded."""
+    """Load OUT/pretrain.safetensors into a report model (any input size); returns what was loaded.
+
+    Task-head weights whose input is wider here (another ``head_pool``: stage 0 read average ++ max, a lesion
+    head reads average ++ lesion-attended ++ map statistics) are loaded into their leading slice, the rest
+    keeps its fresh initialisation; the trunk must fit exactly.
+    """
     state = load_file(str(path))
+    own = model.state_dict()
+    partial = []
+    for key, value in list(state.items()):
+        mine = own.get(key)
+        if mine is None or mine.shape == value.shape or not key.startswith("heads."):
+            continue
+        if value.ndim != mine.ndim or any(a > b for a, b in zip(value.shape, mine.shape, strict=True)):
+            raise ValueError(f"pretrained {key} {tuple(value.shape)} does not fit this model's {tuple(mine.shape)}")
+        merged = mine.clone()
+        merged[tuple(slice(0, n) for n in value.shape)] = value
+        state[key] = merged
+        partial.append(key)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise ValueError(f"pretrained weights do not fit this model: unexpected keys {unexpected[:5]}")
-    return {"loaded": len(state), "missing_trained_fresh": sorted({k.split(".")[0] for k in missing})}
+    return {
+        "loaded": len(state),
+        "missing_trained_fresh": sorted({k.split(".")[0] for k in missing}),
+        "partially_loaded": partial,
+    }
