@@ -1,4 +1,6 @@
-"""Word-level report tokenizer (``tokenizers`` WordLevel, wrapped in ``PreTrainedTokenizerFast``).
+"""Word-level report tokenizer (``tokenizers`` WordLevel behind :class:`ReportTokenizer`, a small wrapper
+with the ``PreTrainedTokenizerFast`` methods this project uses: the ``transformers`` import it replaced
+cost seconds of every cold start, issue 13).
 
 Reports have a small closed vocabulary, so whole words are the natural unit: one token per word,
 punctuation split off ("effusion." -> "effusion", "."), numbers kept whole ("0.58", "14", "mm").
@@ -12,8 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-
-from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS: tuple[str, ...] = (
     "[PAD]",
@@ -53,7 +53,7 @@ def prompt_ids(detail: str, modality: str) -> list[int]:
 
 
 def _backend(vocab: dict[str, int] | None = None):
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 
     tok = Tokenizer(
         models.WordLevel(vocab=vocab, unk_token="[UNK]") if vocab else models.WordLevel(unk_token="[UNK]")
@@ -61,17 +61,64 @@ def _backend(vocab: dict[str, int] | None = None):
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(_SPLIT_PATTERN), behavior="isolated")]
     )
+    # a no-op (no special tokens added), set as transformers' tokenizer wrapper set it, so tokenizer.json
+    # files stay byte for byte what they were before the wrapper left (issue 13)
+    tok.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
     return tok
 
 
-def wrap_tokenizer(backend) -> PreTrainedTokenizerFast:
-    """A ``tokenizers.Tokenizer`` as a transformers tokenizer with our special tokens declared."""
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
-    )
+class ReportTokenizer:
+    """A ``tokenizers.Tokenizer`` with our special tokens named: the subset of transformers'
+    ``PreTrainedTokenizerFast`` API the code uses, with the same ids and results (tests/test_networks.py
+    checks it against the transformers wrapper on the shipped tokenizer files)."""
+
+    pad_token, unk_token, eos_token = "[PAD]", "[UNK]", "[EOS]"
+    pad_token_id, unk_token_id, eos_token_id = PAD_ID, UNK_ID, EOS_ID
+
+    def __init__(self, backend):
+        self.backend_tokenizer = backend  # the ``tokenizers.Tokenizer`` (saved as tokenizer.json)
+
+    def __len__(self) -> int:
+        return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def __call__(self, text: str | Sequence[str], add_special_tokens: bool = True) -> dict[str, list]:
+        """``{"input_ids": ..., "attention_mask": ...}`` of one text (lists of ints) or of a list of texts
+        (lists of lists). No post-processor is set, so ``add_special_tokens`` changes nothing here."""
+        if isinstance(text, str):
+            enc = self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens)
+            return {"input_ids": list(enc.ids), "attention_mask": list(enc.attention_mask)}
+        encs = self.backend_tokenizer.encode_batch(list(text), add_special_tokens=add_special_tokens)
+        return {
+            "input_ids": [list(e.ids) for e in encs],
+            "attention_mask": [list(e.attention_mask) for e in encs],
+        }
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.backend_tokenizer.get_vocab(with_added_tokens=True)
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
+        """Id of a token (or of each), [UNK]'s for a word outside the vocabulary."""
+        if isinstance(tokens, str):
+            i = self.backend_tokenizer.token_to_id(tokens)
+            return UNK_ID if i is None else i
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids: int | Sequence[int]) -> str | None | list[str | None]:
+        """Token of an id (or of each); None for an id outside the vocabulary."""
+        if isinstance(ids, int):
+            return self.backend_tokenizer.id_to_token(ids)
+        return [self.backend_tokenizer.id_to_token(int(i)) for i in ids]
+
+    def __repr__(self) -> str:
+        return f"ReportTokenizer(vocab_size={len(self)})"
 
 
-def build_tokenizer(texts: Iterable[str], min_frequency: int = 1) -> PreTrainedTokenizerFast:
+def wrap_tokenizer(backend) -> ReportTokenizer:
+    """A ``tokenizers.Tokenizer`` (with SPECIAL_TOKENS at their fixed ids) as our tokenizer."""
+    return ReportTokenizer(backend)
+
+
+def build_tokenizer(texts: Iterable[str], min_frequency: int = 1) -> ReportTokenizer:
     """Train a word-level tokenizer on report texts (offline, deterministic for the same texts)."""
     from tokenizers import trainers
 
@@ -97,7 +144,7 @@ def words(text: str) -> list[str]:
 
 
 def encode_report(
-    tokenizer: PreTrainedTokenizerFast,
+    tokenizer: ReportTokenizer,
     text: str | Sequence[str] | None,
     detail: str = "standard",
     modality: str = "CXR",
@@ -118,7 +165,7 @@ def encode_report(
     return ids, len(prompt)
 
 
-def encode_words(tokenizer: PreTrainedTokenizerFast, text: str | Sequence[str]) -> list[int]:
+def encode_words(tokenizer: ReportTokenizer, text: str | Sequence[str]) -> list[int]:
     """Word ids of a report (no control tokens, no [EOS])."""
     if isinstance(text, str):
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -141,7 +188,7 @@ def detokenize(tokens: Sequence[str]) -> str:
     return "".join(out).strip()
 
 
-def decode_ids(tokenizer: PreTrainedTokenizerFast, ids: Sequence[int]) -> tuple[list[str], str]:
+def decode_ids(tokenizer: ReportTokenizer, ids: Sequence[int]) -> tuple[list[str], str]:
     """(words, text) of generated ids; special tokens are dropped from both."""
     toks = [t for t in tokenizer.convert_ids_to_tokens(list(ids)) if t not in SPECIAL_TOKENS]
     return toks, detokenize(toks)
