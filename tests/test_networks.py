@@ -64,6 +64,59 @@ def test_tokenizer_splits_punctuation_and_keeps_decimals(tokenizer):
     assert toks == ["ratio", "0.58", ".", "14", "mm", "benign", "-", "appearing", "(", "calcified", ")", "."]
 
 
+def _report_texts() -> list[str]:
+    """Every report of the shipped samples (three details each), plus awkward strings."""
+    import json
+    from pathlib import Path
+
+    samples = Path(__file__).resolve().parents[1] / "assets" / "samples"
+    texts = [t for p in sorted(samples.glob("*.json")) if p.name != "index.json"
+             for t in json.loads(p.read_text())["reports"].values()]  # fmt: skip
+    return texts + TEXTS + ["", "  ", "[EOS] No [CXR]pneumothorax.", "Zwölf µm ‮ nodule!?", "a/b-c (d) 1.5.6"]
+
+
+@pytest.mark.parametrize("source", ["built", "teacher", "student", "student_nokd"])
+def test_tokenizer_equals_the_transformers_wrapper(tokenizer, source, tmp_path):
+    """ReportTokenizer (issue 13: transformers off the run-time path) gives what PreTrainedTokenizerFast
+    gave on the same tokenizer.json: vocabulary, ids both ways, encodings, decoded reports, saved file."""
+    transformers = pytest.importorskip("transformers")
+    from pathlib import Path
+
+    from model.checkpoints import load_tokenizer
+    from model.networks.tokenizer import ReportTokenizer, wrap_tokenizer
+
+    if source == "built":
+        ours = tokenizer
+    else:
+        ours = load_tokenizer(Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / source)
+    assert isinstance(ours, ReportTokenizer)
+    hf = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=ours.backend_tokenizer, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    )
+    assert ours.get_vocab() == hf.get_vocab() and len(ours) == len(hf)
+    assert (ours.pad_token_id, ours.unk_token_id, ours.eos_token_id) == (
+        hf.pad_token_id, hf.unk_token_id, hf.eos_token_id
+    )  # fmt: skip
+    words = [*ours.get_vocab(), "zzz-not-a-word", "Pneumothorax", ""]
+    assert ours.convert_tokens_to_ids(words) == hf.convert_tokens_to_ids(words)
+    assert [ours.convert_tokens_to_ids(w) for w in words] == [hf.convert_tokens_to_ids(w) for w in words]
+    ids = list(range(len(ours) + 3))  # three past the end: None
+    assert ours.convert_ids_to_tokens(ids) == hf.convert_ids_to_tokens(ids)
+    assert [ours.convert_ids_to_tokens(i) for i in ids] == [hf.convert_ids_to_tokens(i) for i in ids]
+    texts = _report_texts()
+    for text in texts:
+        for special in (False, True):
+            assert ours(text, add_special_tokens=special) == dict(hf(text, add_special_tokens=special)), text
+        enc = ours(text, add_special_tokens=False)["input_ids"]
+        assert decode_ids(ours, enc) == decode_ids(hf, enc)
+        assert encode_report(ours, text) == encode_report(hf, text)
+    assert ours(texts, add_special_tokens=False) == dict(hf(texts, add_special_tokens=False))
+    ours.backend_tokenizer.save(str(tmp_path / "ours.json"))
+    hf.backend_tokenizer.save(str(tmp_path / "hf.json"))
+    assert (tmp_path / "ours.json").read_bytes() == (tmp_path / "hf.json").read_bytes()
+    assert wrap_tokenizer(ours.backend_tokenizer).get_vocab() == ours.get_vocab()
+
+
 @pytest.mark.parametrize("text", TEXTS)
 def test_encode_decode_round_trip(tokenizer, text):
     ids, plen = encode_report(tokenizer, text, detail="detailed", modality="CT")
@@ -187,8 +240,11 @@ def test_greedy_loop_equals_hf_generate(name, seed):
     m = _tiny(name, 40, seed)
     mem, prompts = _memory(m, b=3, seed=seed)
     ids, probs = decode_incremental(m.decoder, mem, prompts, ReportStyle(max_new_tokens=24))
+    pytest.importorskip("transformers")  # HF ``generate()`` on the same weights is the reference
+    from hf_gpt2 import hf_twin
+
     with torch.inference_mode():
-        hf = m.decoder.gpt.generate(
+        hf = hf_twin(m.decoder.gpt).generate(
             input_ids=prompts,
             attention_mask=torch.ones_like(prompts),
             encoder_hidden_states=mem,

@@ -1,11 +1,11 @@
-"""Report decoder: a GPT-2 (``transformers.GPT2LMHeadModel`` with cross-attention) over a memory of
-projected image patch tokens plus tokens embedding the head outputs.
+"""Report decoder: a GPT-2 with cross-attention (``model.networks.gpt2``, in house since issue 13; the same
+parameter names, math and initialisation as ``transformers.GPT2LMHeadModel``) over a memory of projected
+image patch tokens plus tokens embedding the head outputs.
 
-Training and teacher forcing go through the Hugging Face forward. Greedy / sampled generation uses
-:class:`IncrementalDecoder`, a tight loop over the *same* GPT-2 modules with a preallocated
-key/value cache and cross-attention keys/values computed once: HF ``generate()`` spends most of a
-1-layer model's time in per-step Python (cache objects, mask building, logits processors), which
-would hide the student's speed-up. The tests check it against ``generate()`` token for token.
+Training and teacher forcing go through the full forward. Greedy / sampled / beam generation uses
+:class:`IncrementalDecoder`, a tight loop over the *same* GPT-2 modules with a preallocated key/value
+cache and cross-attention keys/values computed once (HF ``generate()`` spent most of a 1-layer model's
+time in per-step Python). The tests check it against the full forward and against HF ``generate()``.
 """
 
 from __future__ import annotations
@@ -13,33 +13,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from model.networks.config import ModelConfig
-from model.networks.tokenizer import EOS_ID, PAD_ID
+from model.networks.gpt2 import GPT2LMHeadModel, GPT2Settings
 
 
-def gpt2_config(cfg: ModelConfig) -> GPT2Config:
-    """The HF config of the decoder. Flags the incremental loop relies on are pinned here."""
-    return GPT2Config(
+def gpt2_settings(cfg: ModelConfig) -> GPT2Settings:
+    """The decoder's GPT-2 shape from the model config."""
+    return GPT2Settings(
         vocab_size=cfg.vocab_size,
         n_positions=cfg.max_len,
         n_embd=cfg.d_model,
         n_layer=cfg.n_layers,
         n_head=cfg.n_heads,
         n_inner=cfg.d_inner,
-        activation_function="gelu_new",
-        resid_pdrop=cfg.dropout,
-        embd_pdrop=cfg.dropout,
-        attn_pdrop=cfg.dropout,
-        add_cross_attention=True,
-        scale_attn_weights=True,
-        scale_attn_by_inverse_layer_idx=False,
-        reorder_and_upcast_attn=False,
-        tie_word_embeddings=True,
-        bos_token_id=EOS_ID,
-        eos_token_id=EOS_ID,
-        pad_token_id=PAD_ID,
+        dropout=cfg.dropout,
     )
 
 
@@ -78,16 +66,13 @@ class ReportDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.gpt = GPT2LMHeadModel(gpt2_config(cfg))
+        self.gpt = GPT2LMHeadModel(gpt2_settings(cfg))
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, memory: torch.Tensor
     ) -> torch.Tensor:
         """Teacher-forced next-token logits (B, L, V): position t predicts token t+1."""
-        out = self.gpt(
-            input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=memory, use_cache=False
-        )
-        return out.logits
+        return self.gpt(input_ids, attention_mask, memory)
 
     def incremental(self, memory: torch.Tensor, max_len: int) -> IncrementalDecoder:
         return IncrementalDecoder(self.gpt, memory, max_len)
