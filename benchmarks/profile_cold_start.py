@@ -61,8 +61,6 @@ IMPORTS = (
     "components.study_view",
     "model.guard",
     "torch",
-    "transformers",
-    "transformers.models.gpt2.modeling_gpt2",
     "safetensors.torch",
     "model.networks",
     "model.checkpoints",

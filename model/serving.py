@@ -241,13 +241,11 @@ def shared_queue() -> InferenceQueue:
         return _shared
 
 
-#: what a page needs before its first model call, third-party only (about 6 CPU-s of imports here): our
+#: what a page needs before its first model call, third-party only (about 3 CPU-s of imports here): our
 #: own modules are left to the page, so the two threads never import one package set in two orders
 #: (Python accepts a half-initialised module when two threads' imports wait on each other)
 PREWARM_MODULES = (
-    "torch",
-    "transformers",  # (imports torchvision by itself where installed: the test extras; issue 13)
-    "transformers.models.gpt2.modeling_gpt2",
+    "torch",  # (transformers is no longer imported at run time: the GPT-2 is in house, issue 13)
     "safetensors.torch",
 )
 _prewarm_started = False
