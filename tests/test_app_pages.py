@@ -282,7 +282,21 @@ def test_error_analysis_opens_a_rebuilt_case_in_compare(app, shipped_result_with
     assert case["reference"] in [i.value for i in at.info]  # rebuilt standard report = recorded reference
 
 
-def test_teaching_set_has_one_image_per_row_without_data(shipped_result_without_data):
+@pytest.mark.parametrize(
+    "cxr",
+    [
+        pytest.param(
+            "first",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="assets/eval/phantom_test.json predates the severity-range phantoms (issue 10 item 4): "
+                "its abnormal chest X-rays no longer rebuild; remove this mark once the evaluation is re-run",
+            ),
+        ),
+        "normal",  # normal chest X-rays (and CT) are drawn as before and still rebuild
+    ],
+)
+def test_teaching_set_has_one_image_per_row_without_data(shipped_result_without_data, cxr):
     import io
     import zipfile
 
@@ -293,7 +307,12 @@ def test_teaching_set_has_one_image_per_row_without_data(shipped_result_without_
 
     result = shipped_result_without_data
     df = cases_frame(result)
-    rows = pd.concat([df[df["modality"] == "CXR"].head(3), df[df["modality"] == "CT"].head(2)])
+    cxr_rows = df[df["modality"] == "CXR"]
+    if cxr == "normal":
+        normal = [c for c in result["cases"] if c["modality"] == "CXR" and not c["truth"]["findings"]]
+        normal_ids = {c["id"] for c in normal}
+        cxr_rows = cxr_rows[cxr_rows["id"].isin(normal_ids)]
+    rows = pd.concat([cxr_rows.head(3), df[df["modality"] == "CT"].head(2)])
     zf = zipfile.ZipFile(io.BytesIO(teaching_set_zip(result, rows)))
     names = zf.namelist()
     pngs = sorted(n for n in names if n.startswith("images/"))

@@ -83,6 +83,10 @@ def test_evaluate_writes_every_section(tiny, tmp_path):
         assert group in m["metrics"], group
     for block in ("per_finding", "roc", "reliability", "efficiency", "thresholds", "agreement"):
         assert block in m, block
+    grades = m["per_finding"]["findings_by_grade"]  # phantoms: recall per severity, subtle apart (issue 10)
+    strata = [g for per in grades.values() for g in per.values()]
+    assert strata and all(0 < g["n"] and 0.0 <= g["recall"] <= 1.0 for g in strata)
+    assert "Finding recall by severity" in out.with_suffix(".md").read_text()
     assert m["efficiency"]["latency"]["runs"] == 20
     assert m["efficiency"]["flops"]["encode_heads"] > 0
     assert 0 < result["retention"]["ratios"]["student"]["efficiency.parameters"] < 1

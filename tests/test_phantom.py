@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.data.phantom import PhantomCase, cardiothoracic_ratio, make_case, render_case, sample_truth
+from model.data import phantom
+from model.data.phantom import (
+    SUBTLE_MM,
+    PhantomCase,
+    cardiothoracic_ratio,
+    make_case,
+    render_case,
+    sample_truth,
+)
 from model.types import FINDINGS, CaseTruth, Finding, PatientContext
 
 SIZE = 128  # small images keep the suite fast; geometry is resolution-independent
@@ -161,6 +169,129 @@ def test_prevalence_and_cooccurrence_are_sane():
             (f,) = t.findings
             lo, hi = (5, 20) if t.tumour == "benign" else (20, 60)
             assert f.name == "tumour" and lo <= f.size_mm <= hi and f.side in ("left", "right")
+
+
+# ----------------------------------------------------------------------------------------------
+# Severity range and subtle cases (issue 10 item 4)
+
+#: documented size ranges (mm) per severity; cardiomegaly: the cardiothoracic ratio
+SIZE_RANGES = {
+    "pleural_effusion": {"mild": (15, 40), "moderate": (40, 100), "severe": (100, 170)},
+    "pneumothorax": {"mild": (6, 20), "moderate": (20, 35), "severe": (35, 55)},
+    "consolidation": {"mild": (30, 50), "moderate": (50, 75), "severe": (75, 100)},
+    "nodule": {"mild": (5, 10), "moderate": (10, 30), "severe": (30, 50)},
+}
+
+
+@pytest.fixture(scope="module")
+def many_cxr_findings() -> list[Finding]:
+    rng = np.random.default_rng(1)
+    return [f for i in range(4000) for f in sample_truth(rng, "CXR", f"c{i}").findings]
+
+
+def test_every_cxr_finding_has_a_severity_and_a_subtle_flag(many_cxr_findings):
+    assert {f.name for f in many_cxr_findings} == set(FINDINGS)
+    for f in many_cxr_findings:
+        assert f.severity in ("mild", "moderate", "severe"), f
+        assert isinstance(f.subtle, bool), f
+    for name in FINDINGS:  # every finding is drawn both subtle and not
+        assert {f.subtle for f in many_cxr_findings if f.name == name} == {True, False}, name
+
+
+def test_sizes_span_the_documented_range_of_each_severity(many_cxr_findings):
+    for name, ranges in SIZE_RANGES.items():
+        for sev, (lo, hi) in ranges.items():
+            sizes = np.array([f.size_mm for f in many_cxr_findings if f.name == name and f.severity == sev])
+            assert sizes.size >= 8, (name, sev)
+            assert lo <= sizes.min() and sizes.max() <= hi, (name, sev, sizes.min(), sizes.max())
+            assert sizes.max() - sizes.min() > 0.6 * (hi - lo), (name, sev)  # the whole range, not one end
+    for f in many_cxr_findings:
+        if f.name == "cardiomegaly":
+            lo, hi = {"mild": (0.52, 0.56), "moderate": (0.56, 0.60), "severe": (0.60, 0.65)}[f.severity]
+            assert lo <= f.ratio <= hi, f
+
+
+def test_nodules_start_at_5_mm(many_cxr_findings):
+    sizes = np.array([f.size_mm for f in many_cxr_findings if f.name == "nodule"])
+    assert sizes.min() >= 5.0 and sizes.max() <= 50.0
+    assert ((sizes >= 5.0) & (sizes < 8.0)).sum() >= 10  # small nodules are drawn, not only large ones
+    assert (sizes < 6.0).any()  # the range starts at 5 mm (it used to be 6)
+
+
+def test_subtle_is_set_exactly_below_the_threshold(many_cxr_findings):
+    for f in many_cxr_findings:
+        if f.name in SUBTLE_MM:
+            assert f.subtle == (f.size_mm < SUBTLE_MM[f.name]), f
+        elif f.name == "cardiomegaly":
+            assert f.subtle == (f.ratio < 0.54), f
+        elif f.name == "edema":
+            assert f.subtle == (f.severity == "mild"), f
+    for name, limit in SUBTLE_MM.items():  # both sides of each threshold are drawn, close to it
+        sizes = np.array([f.size_mm for f in many_cxr_findings if f.name == name])
+        assert ((sizes < limit) & (sizes >= limit - 3)).any() and (
+            (sizes >= limit) & (sizes < limit + 3)
+        ).any()
+
+
+class _FixedRng:
+    """Stands in for a Generator: every size drawn is ``size``; choices take the first option."""
+
+    def __init__(self, size: float):
+        self.size = size
+
+    def uniform(self, lo, hi):
+        return self.size
+
+    def random(self):
+        return 0.99
+
+    def choice(self, options, p=None):
+        return options[0]
+
+
+@pytest.mark.parametrize("name", sorted(SUBTLE_MM))
+def test_subtle_threshold_boundary(name):
+    draw = {"pleural_effusion": lambda r: phantom._effusion(r, side="right", small=True),
+            "pneumothorax": phantom._pneumothorax, "nodule": phantom._nodule,
+            "consolidation": phantom._consolidation}[name]  # fmt: skip
+    limit = SUBTLE_MM[name]
+    assert draw(_FixedRng(limit - 0.1)).subtle is True
+    assert draw(_FixedRng(limit)).subtle is False
+
+
+def _effusion_extent(case: PhantomCase, side: str) -> tuple[float, float]:
+    """(how high the fluid climbs: 0 at the costophrenic angle, 1 at the apex; share of the
+    hemidiaphragm under fluid), measured on the masks of one hemithorax."""
+    thorax, eff = case.anatomy["thorax"], case.masks["pleural_effusion"]
+    w = thorax.shape[1]
+    half = np.zeros_like(thorax)
+    half[:, : w // 2] = side == "right"  # radiological convention: patient right on the image left
+    half[:, w // 2 :] = side == "left"
+    cavity = thorax & half
+    apex, cp = np.nonzero(cavity)[0].min(), case.geometry[f"cp_{side}_row"]
+    top = np.nonzero(eff & half)[0].min()
+    cols = np.nonzero(cavity.any(0))[0]
+    floor = [np.nonzero(cavity[:, c])[0].max() for c in cols]  # the hemidiaphragm, column by column
+    return (cp - top) / (cp - apex), float(np.mean([eff[r, c] for r, c in zip(floor, cols, strict=True)]))
+
+
+@pytest.mark.parametrize(
+    "severity, size_mm, climb, covered",
+    [
+        ("mild", 40.0, (0.0, 0.25), (0.0, 0.75)),  # the top of mild: the costophrenic angle, not the dome
+        ("severe", 100.0, (0.4, 1.0), (0.85, 1.0)),  # the bottom of severe: the mid zone, dome under fluid
+        ("severe", 170.0, (0.55, 1.0), (0.95, 1.0)),  # the top of severe: above the mid-lung line
+    ],
+)
+def test_effusion_extent_follows_its_severity(severity, size_mm, climb, covered):
+    """Mid zone = ZONES_H["middle"] (36-60 % of the way down from the apex): climb >= 0.4 reaches it."""
+    for seed in range(6):
+        side, sex = ("right", "left")[seed % 2], "MF"[seed // 2 % 2]
+        f = Finding("pleural_effusion", side=side, zone="basal", severity=severity, size_mm=size_mm)
+        case = render_case(CaseTruth("t", "CXR", (f,), context=PatientContext(60, sex)), seed, SIZE)
+        up, under = _effusion_extent(case, side)
+        assert climb[0] <= up <= climb[1], (seed, up)
+        assert covered[0] <= under <= covered[1], (seed, under)
 
 
 def test_unknown_modality_is_rejected():

@@ -82,12 +82,7 @@ def test_not_a_phantom_says_what_to_do():
     assert parse_case_id("ct_00012") == ("CT", 12) and parse_case_id("nih_1") is None
 
 
-def test_shipped_result_rebuilds_every_case_it_lists():
-    """assets/eval/phantom_test.json predates data.dataset: its cases rebuild from id + defaults."""
-    result = json.loads(SHIPPED.read_text())
-    cases = result["cases"]
-    assert all(rebuildable(c) for c in cases)
-    picked = [next(c for c in cases if c["modality"] == m) for m in ("CXR", "CT")] + cases[-2:]
+def _check_rebuilds(result: dict, picked: list[dict]) -> None:
     for case in picked:
         rebuilt = rebuild_case(result, case)  # raises if the truth differs from the recorded one
         assert rebuilt.reports["standard"] == case["reference"]
@@ -97,3 +92,29 @@ def test_shipped_result_rebuilds_every_case_it_lists():
         )
         if case["modality"] == "CT":
             assert rebuilt.truth.tumour == case["truth"]["tumour"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RebuildError,
+    reason="assets/eval/phantom_test.json predates the severity-range phantoms (issue 10 item 4): its abnormal "
+    "chest X-rays no longer match the truth the code draws (new sizes, severity, subtle); remove this mark "
+    "once the evaluation is re-run after the retrain",
+)
+def test_shipped_result_rebuilds_every_case_it_lists():
+    """assets/eval/phantom_test.json predates data.dataset: its cases rebuild from id + defaults."""
+    result = json.loads(SHIPPED.read_text())
+    cases = result["cases"]
+    assert all(rebuildable(c) for c in cases)
+    first = [next(c for c in cases if c["modality"] == m) for m in ("CXR", "CT")]
+    _check_rebuilds(result, first + cases[-2:])
+
+
+def test_shipped_result_rebuilds_its_ct_and_normal_cases():
+    """Cases the severity-range change left alone (CT, normal chest X-rays) still rebuild from id + defaults."""
+    result = json.loads(SHIPPED.read_text())
+    cases = result["cases"]
+    ct = [c for c in cases if c["modality"] == "CT"]
+    normal = [c for c in cases if c["modality"] == "CXR" and not c["truth"]["findings"]]
+    assert ct and normal
+    _check_rebuilds(result, ct[:1] + ct[-1:] + normal[:2])

@@ -5,6 +5,16 @@ co-occurrence, a CT tumour class, a plausible patient); ``render_case`` draws th
 pixels and a pixel-accurate mask per finding in the same geometry; ``make_case``
 does both, deterministically for a seed (same seed -> same bytes).
 
+Severity range (issue 10): every chest X-ray finding carries a ``severity`` (mild / moderate /
+severe) and a ``subtle`` flag. Sizes are drawn per severity: pleural effusion depth at the lateral
+wall 15-40 / 40-100 / 100-170 mm (mild blunts the costophrenic angle; the fluid covers more of the
+hemidiaphragm as it deepens, about half at 70 mm and nearly all from 100 mm; severe reaches the mid
+zone), pneumothorax rim 6-20 / 20-35 / 35-55 mm, consolidation extent 30-50 / 50-75 / 75-100 mm,
+cardiothoracic ratio 0.52-0.56 / 0.56-0.60 / 0.60-0.65; nodules 5-28 mm (mild < 10 mm, moderate)
+and masses 30-50 mm (severe). ``subtle`` is set exactly when a size lies below ``SUBTLE_MM`` (ratio
+< 0.54 for cardiomegaly; mild oedema; mild plate-like atelectasis). Subtle cases are drawn and kept
+in every split, labelled so that evaluation reports them apart.
+
 Side convention: radiological, so the patient's *right* lung is on the image
 *left*. The renderers live in ``phantom_cxr.py`` (frontal chest X-ray) and
 ``phantom_ct.py`` (axial chest CT slice, lung window).
@@ -59,6 +69,10 @@ def cardiothoracic_ratio(case: PhantomCase) -> float:
 # Ground truth
 
 
+#: below these sizes (mm) a finding is drawn but labelled ``subtle`` (kept in every split, reported apart)
+SUBTLE_MM = {"pleural_effusion": 25.0, "pneumothorax": 12.0, "nodule": 8.0, "consolidation": 38.0}
+
+
 def _side(rng: np.random.Generator, p_right: float = 0.55) -> str:
     return "right" if rng.random() < p_right else "left"
 
@@ -70,52 +84,70 @@ def _severity(rng: np.random.Generator, p=(0.5, 0.35, 0.15)) -> str:
 def _cardiomegaly(rng) -> Finding:
     ratio = round(float(rng.uniform(0.52, 0.65)), 3)
     sev = "mild" if ratio < 0.56 else "moderate" if ratio < 0.60 else "severe"
-    return Finding("cardiomegaly", severity=sev, ratio=ratio)
+    return Finding("cardiomegaly", severity=sev, ratio=ratio, subtle=ratio < 0.54)
 
 
 def _effusion(rng, side: str | None = None, small: bool = False) -> Finding:
     if side is None:
         side = str(rng.choice(("right", "left", "bilateral"), p=(0.45, 0.3, 0.25)))
     sev = "mild" if small else _severity(rng)
-    depth = {"mild": (10, 30), "moderate": (30, 65), "severe": (65, 110)}[sev]
-    return Finding("pleural_effusion", side=side, zone="basal", severity=sev, size_mm=_mm(rng, depth))
+    # height of the fluid at the lateral wall: mild blunts the costophrenic angle, moderate covers a growing
+    # part of the hemidiaphragm, severe reaches the mid zone (issue 10: the whole clinical range)
+    depth = {"mild": (15, 40), "moderate": (40, 100), "severe": (100, 170)}[sev]
+    size = _mm(rng, depth)
+    return Finding(
+        "pleural_effusion", side=side, zone="basal", severity=sev, size_mm=size,
+        subtle=size < SUBTLE_MM["pleural_effusion"],
+    )  # fmt: skip
 
 
 def _pneumothorax(rng) -> Finding:
     sev = _severity(rng, (0.45, 0.35, 0.2))
     depth = {"mild": (6, 20), "moderate": (20, 35), "severe": (35, 55)}[sev]
-    return Finding("pneumothorax", side=_side(rng), zone="apical", severity=sev, size_mm=_mm(rng, depth))
+    size = _mm(rng, depth)
+    return Finding(
+        "pneumothorax", side=_side(rng), zone="apical", severity=sev, size_mm=size,
+        subtle=size < SUBTLE_MM["pneumothorax"],
+    )  # fmt: skip
 
 
 def _nodule(rng) -> Finding:
     mass = rng.random() < 0.25  # >= 30 mm is a mass
-    size = _mm(rng, (30, 50) if mass else (6, 28))
+    size = _mm(rng, (30, 50) if mass else (5, 28))
     character = str(rng.choice(("smooth", "calcified", "spiculated"), p=(0.45, 0.25, 0.3)))
     if mass and character == "calcified":
         character = "spiculated"
     zone = str(rng.choice(("upper", "middle", "lower"), p=(0.45, 0.3, 0.25)))
-    return Finding("nodule", side=_side(rng), zone=zone, size_mm=size, character=character)
+    sev = "mild" if size < 10 else "moderate" if size < 30 else "severe"  # small nodule / nodule / mass
+    return Finding(
+        "nodule", side=_side(rng), zone=zone, size_mm=size, character=character, severity=sev,
+        subtle=size < SUBTLE_MM["nodule"],
+    )  # fmt: skip
 
 
 def _consolidation(rng, side: str | None = None) -> Finding:
     zone = str(rng.choice(("upper", "middle", "lower"), p=(0.25, 0.3, 0.45)))
     sev = _severity(rng)
     extent = {"mild": (30, 50), "moderate": (50, 75), "severe": (75, 100)}[sev]
+    size = _mm(rng, extent)
     return Finding(
-        "consolidation", side=side or _side(rng), zone=zone, severity=sev, size_mm=_mm(rng, extent)
-    )
+        "consolidation", side=side or _side(rng), zone=zone, severity=sev, size_mm=size,
+        subtle=size < SUBTLE_MM["consolidation"],
+    )  # fmt: skip
 
 
 def _edema(rng) -> Finding:
-    return Finding("edema", side="bilateral", zone="hilar", severity=_severity(rng))
+    sev = _severity(rng)
+    return Finding("edema", side="bilateral", zone="hilar", severity=sev, subtle=sev == "mild")
 
 
 def _atelectasis(rng, side: str | None = None) -> Finding:
     character = "plate-like" if rng.random() < 0.7 else "segmental"
     zone = "lower" if rng.random() < 0.75 else "middle"
+    sev = _severity(rng, (0.6, 0.3, 0.1))
     return Finding(
-        "atelectasis", side=side or _side(rng), zone=zone, severity=_severity(rng, (0.6, 0.3, 0.1)),
-        character=character,
+        "atelectasis", side=side or _side(rng), zone=zone, severity=sev, character=character,
+        subtle=sev == "mild" and character == "plate-like",
     )  # fmt: skip
 
 

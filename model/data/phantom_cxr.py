@@ -286,13 +286,17 @@ def render_cxr(truth: CaseTruth, rng: np.random.Generator, size: int):
         if f.character == "segmental":
             cu, cv = s * (t.xc + 0.05), hi - 0.06
             g = np.minimum(ellipse_g(u, v, cu, cv, 0.2, 0.07, s * 0.25), inside)
-            dens = 0.5
+            dens = {"mild": 0.42, "moderate": 0.5, "severe": 0.6}[f.severity or "moderate"]
         else:  # plate-like: a thin band, roughly horizontal
             cu, cv = _place(rng, lambda a, b: lung_inside(a, b, s), s, t, f.zone or "lower", 0.1)
             half, tilt = rng.uniform(0.1, 0.16), rng.normal(0, 0.15)
             p0 = (cu - half * np.cos(tilt), cv - half * np.sin(tilt))
             p1 = (cu + half * np.cos(tilt), cv + half * np.sin(tilt))
-            g = np.minimum(segment_g(u, v, p0, p1, rng.uniform(0.012, 0.02)), inside)
+            width = (
+                rng.uniform(0.012, 0.02)
+                * {"mild": 1.0, "moderate": 1.25, "severe": 1.5}[f.severity or "mild"]
+            )
+            g = np.minimum(segment_g(u, v, p0, p1, width), inside)
             dens = 0.45
         masks["atelectasis"] = g > 0
         extra += dens * soft(g, eps)

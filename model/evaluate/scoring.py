@@ -203,6 +203,39 @@ def predicted_sets(run: ModelRun, thresholds: Mapping) -> tuple[list[set], list[
     return sets, [int(np.nanargmax(r)) if not np.isnan(r).all() else -1 for r in t]
 
 
+#: the strata of :func:`recall_by_grade`: the three severities, then subtle against the rest
+GRADES = ("mild", "moderate", "severe", "subtle", "not_subtle")
+
+
+def recall_by_grade(truths: Sequence, run: ModelRun, thresholds: Mapping) -> dict:
+    """Finding recall per severity and for subtle vs not subtle cases (issue 10: recall by severity).
+
+    A present finding counts as detected when its head is at or above its threshold (as in
+    :func:`predicted_sets`). ``truths`` are the cases' ``CaseTruth`` (None for a real case, skipped);
+    a finding without a severity or ``subtle`` flag counts in no stratum of that kind. Returns
+    ``{FINDING: {GRADE: {"n", "detected", "recall"}}}`` with the strata that have cases only.
+    """
+    sets, _ = predicted_sets(run, thresholds)
+    counts: dict[str, dict[str, list[int]]] = {}
+    for truth, said in zip(truths, sets, strict=True):
+        for f in truth.findings if truth is not None else ():
+            if f.name not in FINDINGS:
+                continue
+            grades = [f.severity] if f.severity else []
+            if f.subtle is not None:
+                grades.append("subtle" if f.subtle else "not_subtle")
+            for g in grades:
+                n_hit = counts.setdefault(f.name, {}).setdefault(g, [0, 0])
+                n_hit[0] += 1
+                n_hit[1] += f.name in said
+    out: dict[str, dict] = {}
+    for name in (n for n in FINDINGS if n in counts):
+        per = counts[name]
+        out[name] = {g: {"n": per[g][0], "detected": per[g][1], "recall": per[g][1] / per[g][0]}
+                     for g in GRADES if g in per}  # fmt: skip
+    return out
+
+
 def agreement(
     ref: ModelRun,
     other: ModelRun,

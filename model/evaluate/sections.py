@@ -180,6 +180,11 @@ def _score_section(predictors, section: Section, cfg: EvalConfig, ref: str, ref_
             meteor=cfg.meteor, semantic=cfg.semantic,
         )  # fmt: skip
         run = section.runs[name]
+        by_grade = scoring.recall_by_grade(
+            [getattr(s, "truth", None) for s in section.samples], run, models[name]["thresholds"]
+        )
+        if by_grade:  # phantoms: every finding has a severity and a subtle flag
+            models[name]["per_finding"]["findings_by_grade"] = by_grade
         models[name]["metrics"]["speed"] = {
             "eval_ms_per_case": float(np.mean(run.latency_ms)) if run.latency_ms else None,
             "mean_tokens": float(np.mean([len(t) for t in run.tokens])) if run.tokens else None,

@@ -132,6 +132,22 @@ def metrics_table(models: Mapping[str, Mapping], order: list[str], ratios: Mappi
     return "\n".join(lines)
 
 
+def grade_table(models: Mapping[str, Mapping], order: list[str]) -> list[str]:
+    """Markdown lines: finding recall per severity and subtle / not subtle ("recall (n)"); [] without."""
+    from model.evaluate.scoring import GRADES
+
+    rows = []
+    for m in order:
+        for finding, per in ((models[m].get("per_finding") or {}).get("findings_by_grade") or {}).items():
+            cells = [f"{per[g]['recall']:.2f} ({per[g]['n']})" if g in per else "-" for g in GRADES]
+            rows.append(f"| {m} | {finding} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    head = "| model | finding | " + " | ".join(g.replace("_", " ") for g in GRADES) + " |"
+    return ["## Finding recall by severity (validation thresholds)", "", head, "|---|---|" + "---|" * len(GRADES),
+            *rows, ""]  # fmt: skip
+
+
 def markdown_summary(result: Mapping) -> str:
     order = result.get("model_order") or list(result["models"])
     data = result.get("data", {})
@@ -164,6 +180,7 @@ def markdown_summary(result: Mapping) -> str:
         f"- Latency: {proto.get('efficiency', {}).get('latency')}.",
         "",
     ]
+    out += grade_table(result["models"], order)
     for name, section in (result.get("real") or {}).items():
         d = section.get("data", {})
         out += [
