@@ -44,5 +44,8 @@ def test_profiles_train_heads_and_decoder_on_cached_features():
 
 def test_full_profile_names_what_the_shipped_teacher_used():
     p = PROFILES["full"]
-    assert p.teacher_head_pool == "avgmax" and p.teacher_repeat == "phantom_ct=3"
+    assert p.teacher_head_pool == "lesion" and p.teacher_repeat == "phantom_ct=3"
+    assert p.student_head_pool == "lesion"  # both students: one architecture, the KD comparison stays fair
+    budget = p.pretrain_budget_s + p.teacher_budget_s + p.teacher_feature_budget_s
+    assert budget <= 150 * 60  # issue 10: the shipped teacher trains at most 150 minutes
     assert PROFILES["fast"].with_overrides(["teacher_repeat=phantom_ct=2"]).teacher_repeat == "phantom_ct=2"
