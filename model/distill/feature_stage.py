@@ -27,15 +27,18 @@ FROZEN_PREFIXES: tuple[str, ...] = ("encoder.",)
 
 
 @torch.inference_mode()
-def cache_features(model, data: TensorSet, batch_size: int = 32, show_progress: bool = True) -> torch.Tensor:
-    """(N, C, h, w) float16 trunk features of every image of ``data`` (eval mode: BN running stats)."""
+def cache_features(model, data: TensorSet, batch_size: int = 32, show_progress: bool = True,
+                   dtype: torch.dtype | None = torch.float16) -> torch.Tensor:  # fmt: skip
+    """(N, C, h, w) trunk features of every image of ``data`` (eval mode: BN running stats), float16 by
+    default; ``dtype=None`` keeps the trunk's own output dtype (exactly what a live pass would feed on)."""
     was_training = model.training
     model.eval()
     out = []
     for start in tqdm(range(0, len(data), batch_size), desc="feature cache", disable=not show_progress,
                       dynamic_ncols=True):  # fmt: skip
         images = data.images[start : start + batch_size].float() / 255.0
-        out.append(model.forward_features(images).to(torch.float16))
+        feats = model.forward_features(images)  # (B, C, h, w)
+        out.append(feats if dtype is None else feats.to(dtype))
     model.train(was_training)
     return torch.cat(out)
 

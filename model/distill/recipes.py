@@ -331,24 +331,19 @@ def distill_student(
     torch.manual_seed(tcfg.seed)
     student, cfg = _build(student_cfg, len(tokenizer), tcfg.dropout, data, tcfg.intensity_norm)
     lab_set = to_tensorset(labelled, tokenizer, data, tcfg.seed)
-    parts = [lab_set]
-    transfer_note = None
+    transfer, transfer_note = None, None
     t_cache = time.perf_counter()
     if rest:
         transfer = to_tensorset(rest, tokenizer, data, tcfg.seed + 2).strip_labels()
-        if dcfg.sequence_kd:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.bf16):
-                decode_transfer_reports(teacher, tokenizer, transfer, data, show_progress=show_progress)
-        parts.append(transfer)
         transfer_note = describe(rest) | {
             "labels": "removed; soft labels from the teacher (cached logits, top-k token distributions, pooled features)",
             "reports": "teacher's greedy-decoded reports (sequence-level KD, Kim & Rush 2016)"
             if dcfg.sequence_kd
             else "none (token-level KD on the prompt only)",
         }
-    train_set = TensorSet.concat(parts) if len(parts) > 1 else lab_set
-    cache_teacher_outputs(
-        teacher, train_set, dcfg, show_progress=show_progress and env.is_main, bf16=tcfg.bf16
+    progress = show_progress and env.is_main
+    train_set = teacher_training_set(
+        teacher, tokenizer, lab_set, transfer, data, dcfg, bf16=tcfg.bf16, show_progress=progress
     )
     cache_s = time.perf_counter() - t_cache
     val_set = to_tensorset(val_samples, tokenizer, data, tcfg.seed + 1)
@@ -404,13 +399,54 @@ def _reset_log(out_dir: Path) -> None:
         shutil.rmtree(stage_dir)
 
 
+def teacher_training_set(
+    teacher,
+    tokenizer,
+    labelled: TensorSet,
+    transfer: TensorSet | None,
+    data: DataConfig,
+    dcfg: DistillConfig,
+    *,
+    bf16: bool = False,
+    show_progress: bool = True,
+) -> TensorSet:
+    """The KD student's training set: ``labelled`` ++ ``transfer`` (whose reports become the teacher's
+    greedy decodes when ``dcfg.sequence_kd``), with the teacher's outputs cached (``data.teacher``).
+
+    The teacher's trunk runs once per row (issue 10: at 224 px it is ~0.30 s of the decode's ~0.36 s per
+    report, and the cache used to run it again over the same images). Its features are kept in the
+    trunk's own dtype (float32; bfloat16 under ``bf16``), so the decode and the cache see exactly what a
+    live pass gives them, and are dropped on return: the set never carries them, since
+    ``TensorSet.features`` feeds a model its OWN trunk output and a student must never get the teacher's.
+    """
+    from model.distill.feature_stage import cache_features
+
+    parts = [labelled] if transfer is None else [labelled, transfer]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        rows = TensorSet.concat(parts) if transfer is not None else labelled  # the images, row-aligned
+        features = cache_features(teacher, rows, show_progress=show_progress, dtype=None)  # (N, C, h, w)
+        del rows
+        if transfer is not None and dcfg.sequence_kd:
+            decode_transfer_reports(teacher, tokenizer, transfer, data, features=features[len(labelled) :])
+    train_set = TensorSet.concat(parts) if transfer is not None else labelled  # with the decoded reports
+    cache_teacher_outputs(teacher, train_set, dcfg, show_progress=show_progress, bf16=bf16, features=features)
+    return train_set
+
+
 @torch.no_grad()
 def decode_transfer_reports(
-    teacher, tokenizer, data: TensorSet, cfg: DataConfig, show_progress: bool = True
+    teacher,
+    tokenizer,
+    data: TensorSet,
+    cfg: DataConfig,
+    show_progress: bool = True,
+    features: torch.Tensor | None = None,
 ) -> None:
     """Sequence-level KD: replace each transfer item's report with the teacher's greedy decode.
 
     The item keeps its (seeded) detail level; the decoded ids become its sequence and targets.
+    ``features`` (N, C, h, w): the teacher's trunk output for every row, computed before (the trunk is
+    then skipped; see ``teacher_training_set``).
     """
     from model.networks import generate_texts
 
@@ -422,7 +458,8 @@ def decode_transfer_reports(
         details = [DETAIL_LEVELS[int(d)] for d in b["detail"]]
         modalities = ["CT" if c else "CXR" for c in b["is_ct"].tolist()]
         images, context = b["images"], b["context"]
-        texts = generate_texts(teacher, tokenizer, images, context, details, modalities, cfg.max_len)
+        feats = None if features is None else features[idx]  # (B, C, h, w)
+        texts = generate_texts(teacher, tokenizer, images, context, details, modalities, cfg.max_len, feats)
         for row, i in enumerate(idx.tolist()):
             d = int(data.fixed_detail[i])
             toks, plen = encode(texts[row], DETAIL_LEVELS[d], modalities[row])

@@ -26,8 +26,14 @@ def cache_teacher_outputs(
     batch_size: int = 32,
     show_progress: bool = True,
     bf16: bool = False,
+    features: torch.Tensor | None = None,
 ) -> TensorSet:
-    """Fill ``data.teacher`` in place (and switch it to fixed detail levels); returns ``data``."""
+    """Fill ``data.teacher`` in place (and switch it to fixed detail levels); returns ``data``.
+
+    ``features`` (N, C, h, w): the teacher's trunk output for every row of ``data``, computed before
+    (``recipes.teacher_training_set`` shares one trunk pass with the sequence-level KD decode); the
+    trunk is then skipped. They are not stored on ``data``: ``data.features`` is a model's OWN features.
+    """
     was_training = teacher.training
     teacher.eval()
     data.detail_mode = "fixed"  # the cached token distributions belong to one sequence per item
@@ -38,7 +44,8 @@ def cache_teacher_outputs(
         idx = torch.arange(start, min(start + batch_size, len(data)))
         b = data.batch(idx)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = teacher(b["images"], b["context"], b["input_ids"], b["attention_mask"])
+            shared = {} if features is None else {"features": features[idx]}  # (B, C, h, w): trunk skipped
+            out = teacher(b["images"], b["context"], b["input_ids"], b["attention_mask"], **shared)
         k = min(dcfg.top_k, out.lm_logits.shape[-1])
         top_logits, top_index = out.lm_logits.float().topk(k, dim=-1)  # (B, L_b, k), L_b = batch's longest
         pad = data.ids.shape[-1] - top_index.shape[1]  # back to the full length (masked positions)

@@ -177,15 +177,18 @@ class ReportModel(nn.Module):
         style: ReportStyle | None = None,
         modality: str | Sequence[str] = "CXR",
         sentence_end_id: int | None = None,
+        features: torch.Tensor | None = None,
     ) -> tuple[list[list[int]], list[list[float]]]:
         """Per row: generated token ids (without prompt and [EOS]) and each token's probability.
 
         ``style.detail`` is ignored in favour of ``detail``; ``sentence_end_id`` (the tokenizer's
-        id of ".") enables ``style.max_sentences``.
+        id of ".") enables ``style.max_sentences``. ``features`` (B, C, h, w): the trunk's output computed
+        before (as in ``forward``); ``images`` are then not read.
         """
-        features = self.forward_features(images)
+        if features is None:
+            features = self.forward_features(images)
         heads = self.forward_heads(features, context)
-        prompts = self.prompts(detail, modality, images.shape[0])
+        prompts = self.prompts(detail, modality, features.shape[0])
         return self.decode_report(features, heads, prompts, style, sentence_end_id)
 
 
@@ -208,13 +211,15 @@ def generate_texts(
     details: Sequence[str],
     modalities: Sequence[str],
     max_len: int,
+    features: torch.Tensor | None = None,
 ) -> list[str]:
-    """Greedy report texts for a batch (sequence-level KD: the teacher's decoded reports)."""
+    """Greedy report texts for a batch (sequence-level KD: the teacher's decoded reports); ``features``:
+    the batch's trunk output computed before (see ``ReportModel.generate_report``)."""
     was_training = model.training
     model.eval()
     style = ReportStyle(max_new_tokens=max(1, max_len - 2))
     period = tokenizer.convert_tokens_to_ids(SENTENCE_END)
-    ids, _ = model.generate_report(images, context, list(details), style, list(modalities), period)
+    ids, _ = model.generate_report(images, context, list(details), style, list(modalities), period, features)
     model.train(was_training)
     return [decode_ids(tokenizer, row)[1] for row in ids]
 
