@@ -339,7 +339,7 @@ class _SumHeads(torch.nn.Module):
     """Every logit = the sum of the pooled features: d(score)/d(feature) is the same positive number
     everywhere, so a correct Grad-CAM is the (ReLU'd) feature map itself."""
 
-    def forward(self, pooled, context, head_in=None):
+    def forward(self, pooled, context, head_in=None, lesion_logits=None):
         from model.networks import HeadOutput
 
         s = pooled.sum(1, keepdim=True)  # (B, 1)
