@@ -32,33 +32,50 @@ STYLES: dict[str, dict] = {
 }
 
 
-def record() -> dict:
+def record_model(name: str) -> dict:
+    """``{"weights_sha256": ..., "samples": {sample id: {style: {"tokens", "probs"}, "teacher_forced_max"}}}``."""
+    from model.checkpoints import sha256_file
     from model.data.imaging import load_study_path
-    from model.inference import Predictor
+    from model.inference import Predictor, shipped_checkpoint
     from model.types import ReportStyle
 
     index = json.loads((SAMPLES / "index.json").read_text())
-    doc: dict = {}
-    for m in MODELS:
-        p = Predictor.from_dir(m, m)
-        doc[m] = {}
-        for s in index:
-            study = load_study_path(SAMPLES / s["image"], modality_hint=s["modality"])
-            row = {}
-            for name, kw in STYLES.items():
-                pred = p.predict(study, style=ReportStyle(**kw))
-                row[name] = {"tokens": pred.tokens, "probs": np.round(pred.token_probs, 5).tolist()}
-            greedy = row["greedy"]["tokens"]
-            tf = p.teacher_forced_probs(study, greedy)  # (T, V)
-            row["teacher_forced_max"] = np.round(tf.max(-1).astype(np.float64), 5).tolist()
-            doc[m][s["id"]] = row
-    return doc
+    p = Predictor.from_dir(name, name)
+    out: dict = {}
+    for s in index:
+        study = load_study_path(SAMPLES / s["image"], modality_hint=s["modality"])
+        row = {}
+        for style, kw in STYLES.items():
+            pred = p.predict(study, style=ReportStyle(**kw))
+            row[style] = {"tokens": pred.tokens, "probs": np.round(pred.token_probs, 5).tolist()}
+        tf = p.teacher_forced_probs(study, row["greedy"]["tokens"])  # (T, V)
+        row["teacher_forced_max"] = np.round(tf.max(-1).astype(np.float64), 5).tolist()
+        out[s["id"]] = row
+    return {"weights_sha256": sha256_file(shipped_checkpoint(name) / "model.safetensors"), "samples": out}
+
+
+def dumps(doc: dict) -> str:
+    """JSON with one line per (model, sample, style): readable diffs."""
+    lines = ["{"]
+    for mi, (m, rec) in enumerate(doc.items()):
+        lines += [
+            f" {json.dumps(m)}: {{",
+            f'  "weights_sha256": {json.dumps(rec["weights_sha256"])},',
+            '  "samples": {',
+        ]
+        for si, (sid, row) in enumerate(rec["samples"].items()):
+            lines.append(f"   {json.dumps(sid)}: {{")
+            lines += [f"    {json.dumps(k)}: {json.dumps(v)}" + ("," if i < len(row) - 1 else "")
+                      for i, (k, v) in enumerate(row.items())]  # fmt: skip
+            lines.append("   }" + ("," if si < len(rec["samples"]) - 1 else ""))
+        lines += ["  }", " }" + ("," if mi < len(doc) - 1 else "")]
+    return "\n".join([*lines, "}"]) + "\n"
 
 
 def main() -> int:
     torch.set_num_threads(1)
-    doc = record()
-    GOLDEN.write_text(json.dumps(doc, indent=0) + "\n")
+    doc = {m: record_model(m) for m in MODELS}
+    GOLDEN.write_text(dumps(doc))
     print(f"wrote {GOLDEN.relative_to(ROOT)}")
     return 0
 
