@@ -58,6 +58,7 @@ class Profile:
     teacher_head_pool: str = ""  # override the teacher preset's head pooling ("avgmax", "lesion"; "" = the preset's)
     teacher_repeat: str = ""  # "source=k,...": rows repeated k times in the teacher's joint stage
     student_head_pool: str = ""  # the same override for both students (KD and no-KD: one architecture)
+    ct_scale: float = 1.0  # CT images fill this share of the input side (ModelConfig.ct_scale; teacher and students)
 
     def with_overrides(self, pairs: list[str]) -> Profile:
         """``["KEY=VALUE", ...]`` parsed by each field's current type ("None" clears an optional field)."""
@@ -89,12 +90,14 @@ PROFILES: dict[str, Profile] = {
         bf16=cpu_has_fast_bf16(), pretrain_images=12_000, pretrain_size=128, pretrain_budget_s=1200.0,
         teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=40, teacher_feature_budget_s=400.0,
         student_feature_epochs=40, student_feature_budget_s=180.0, teacher_head_pool="lesion",
-        student_head_pool="lesion",
+        student_head_pool="lesion", ct_scale=128 / 224,
     ),
     # the shipped weights (issue 10): pre-training 40 min on a stream of distinct phantoms at 128 px,
     # then the joint stage at 224 px for 50 min, stem frozen (ResNet-50 fp32 on 2 AVX2 cores: ~9 img/s at 128 px,
     # ~3 at 224 px), then 15 min of heads + decoder on the cached trunk features (5 min per student). The
-    # teacher's heads read a lesion map learned from the phantoms' masks (ModelConfig.head_pool "lesion")
+    # teacher's heads read a lesion map learned from the phantoms' masks (ModelConfig.head_pool "lesion").
+    # CT fills 128/224 of the input side (ModelConfig.ct_scale): the stage-0 trunk learned the CT tumour at
+    # 128 px and its features do not carry it at 224 px (benchmarks/results/ct_probe.json)
     "full": Profile(
         n_cxr=2400, n_ct=1000, image_size=224, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
         teacher_epochs=24, teacher_budget_s=3000.0, student_epochs=24, student_budget_s=480.0,
@@ -102,14 +105,14 @@ PROFILES: dict[str, Profile] = {
         bf16=cpu_has_fast_bf16(), pretrain_images=30_000, pretrain_size=128, pretrain_budget_s=2400.0,
         teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=60, teacher_feature_budget_s=900.0,
         student_feature_epochs=60, student_feature_budget_s=300.0, teacher_head_pool="lesion",
-        teacher_repeat="phantom_ct=3", student_head_pool="lesion",
+        teacher_repeat="phantom_ct=3", student_head_pool="lesion", ct_scale=128 / 224,
     ),
     "fast": Profile(
         n_cxr=160, n_ct=80, image_size=64, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
         teacher_epochs=1, teacher_budget_s=120.0, student_epochs=2, student_budget_s=60.0,
         labelled_frac=0.3, max_per_source=60, teacher_lr=1e-3, student_lr=2e-3, batch_size=16, bf16=cpu_has_fast_bf16(),
         pretrain_images=64, pretrain_size=64, teacher_feature_epochs=1, student_feature_epochs=1,
-        teacher_head_pool="lesion", student_head_pool="lesion",  # the smoke test runs the shipped path
+        teacher_head_pool="lesion", student_head_pool="lesion", ct_scale=0.5,  # the smoke test runs the shipped path
     ),
 }  # fmt: skip
 
@@ -193,6 +196,7 @@ def main(args) -> int:
         data_dir=str(data_dir),
         real_root=resolve_real_root(args.real_data, not args.no_real),
         image_size=prof.image_size,
+        ct_scale=prof.ct_scale,
         max_len=104,  # detailed reports run to ~100 tokens (99th percentile)
         max_per_source=prof.max_per_source,
         seed=args.seed,

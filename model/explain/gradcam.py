@@ -250,8 +250,29 @@ def _image_tensor(predictor, study: Study) -> torch.Tensor:
     from model.data.imaging import to_model_input
 
     size = predictor.model.cfg.image_size
-    x = torch.from_numpy(np.ascontiguousarray(to_model_input(study.pixels, size), dtype=np.float32))
+    scale = _input_scale(predictor, study)
+    x = torch.from_numpy(np.ascontiguousarray(to_model_input(study.pixels, size, scale), dtype=np.float32))
     return x[None, None].to(_device(predictor))
+
+
+def _input_scale(predictor, study: Study) -> float:
+    """Share of the input side the study fills (the model's ``ct_scale`` on CT)."""
+    if hasattr(predictor, "input_scale"):
+        return predictor.input_scale(study.modality)
+    return float(getattr(predictor.model.cfg, "ct_scale", 1.0)) if study.modality == "CT" else 1.0
+
+
+def _crop_to_study(heat: np.ndarray, scale: float) -> np.ndarray:
+    """The part of an input-frame map that covers the study (all of it unless the study was scaled down),
+    renormalised to a maximum of 1."""
+    if scale >= 1.0:
+        return heat
+    from model.data.imaging import scale_window
+
+    offset, side = scale_window(heat.shape[0], scale)
+    crop = heat[offset : offset + side, offset : offset + side]
+    peak = float(crop.max())
+    return crop / peak if peak > 0 else crop
 
 
 def _context_tensor(predictor, context: PatientContext | None) -> torch.Tensor:
@@ -364,6 +385,8 @@ def explain(
 
     heat = np.asarray(heat, dtype=np.float32)
     flat = is_flat(heat)  # before resizing: the normalised map
+    heat = _crop_to_study(heat, _input_scale(predictor, study))  # a scaled-down CT: its window only
+    flat = flat or is_flat(heat)
     heat = (
         np.zeros(study.pixels.shape, np.float32) if flat else np.clip(_resize(heat, study.pixels.shape), 0, 1)
     )

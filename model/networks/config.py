@@ -27,6 +27,8 @@ class ModelConfig:
     arch_name: str = "tiny-student"  # preset name, shown in model cards
     encoder: str = "tiny_cnn"  # one of ENCODERS
     image_size: int = 128  # input side in pixels (128: the 2-core CPU training budget)
+    ct_scale: float = 1.0  # CT images fill this share of the input side, centred on black (imaging.to_model_input):
+    # 128/224 lets a 224 px model see CT at the pixel scale its 128 px stage 0 learned the tumour at (issue 10)
     tiny_width: int = 16  # tiny_cnn only: channels of the first conv (the trunk ends at 4x this)
     d_model: int = 64  # decoder width; patch features are projected to it
     n_layers: int = 1  # decoder blocks (self-attention + cross-attention + MLP)
@@ -58,6 +60,8 @@ class ModelConfig:
             raise ValueError(f"unknown encoder {self.encoder!r}; choose one of {ENCODERS}")
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(f"unknown input_norm {self.input_norm!r}; choose one of {INPUT_NORMS}")
+        if not 0.0 < self.ct_scale <= 1.0:
+            raise ValueError(f"ct_scale must be in (0, 1], got {self.ct_scale}")
         if self.head_pool not in HEAD_POOLS:
             raise ValueError(f"unknown head_pool {self.head_pool!r}; choose one of {HEAD_POOLS}")
         if self.d_model % self.n_heads:
