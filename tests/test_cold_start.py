@@ -35,6 +35,34 @@ def test_page_modules_import_without_torch():
     assert not any(loaded.values()), loaded
 
 
+def test_run_time_paths_never_import_transformers():
+    """Issue 13: transformers (and the torchvision, torch._dynamo... it pulls in) was ~5.5 CPU-s of a cold
+    start. The dashboard's model stack and ``meddistill predict`` (greedy and beam, teacher and student,
+    shipped weights and tokenizers) run on the in-house GPT-2 and tokenizer wrapper without it."""
+    probe = textwrap.dedent(
+        """
+        import contextlib, io, sys
+        from model.serving import PREWARM_MODULES
+        import importlib
+        for name in PREWARM_MODULES:
+            importlib.import_module(name)
+        import model.inference, model.checkpoints, model.explain.gradcam, model.explain.divergence
+        import components.predictions, components.model_store, components.cam_view
+        from model.cli import main
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            for extra in ([], ["--decoding", "beam", "--num-beams", "3"]):
+                for image, modality, model in (("cxr_effusion", "CXR", "teacher"), ("ct_malignant", "CT", "student")):
+                    args = [f"assets/samples/{image}.png", "--modality", modality, "--model", model, *extra]
+                    assert main(["predict", *args]) == 0, args
+        assert "effusion" in out.getvalue().lower(), out.getvalue()
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("transformers", "torchvision")))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-2000:]
+
+
 def test_sample_list_finds_the_pydicom_file_without_importing_pydicom():
     """Listing the samples (every first page) finds pydicom's CT_small.dcm on disk; importing pydicom for
     it cost ~1 CPU-s of each cold start (benchmarks/results/cold_start_profile.md)."""
