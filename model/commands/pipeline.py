@@ -90,14 +90,13 @@ PROFILES: dict[str, Profile] = {
         bf16=cpu_has_fast_bf16(), pretrain_images=12_000, pretrain_size=128, pretrain_budget_s=1200.0,
         teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=40, teacher_feature_budget_s=400.0,
         student_feature_epochs=40, student_feature_budget_s=180.0, teacher_head_pool="lesion",
-        student_head_pool="lesion", ct_scale=128 / 224,
+        student_head_pool="lesion",
     ),
     # the shipped weights (issue 10): pre-training 40 min on a stream of distinct phantoms at 128 px,
     # then the joint stage at 224 px for 50 min, stem frozen (ResNet-50 fp32 on 2 AVX2 cores: ~9 img/s at 128 px,
     # ~3 at 224 px), then 15 min of heads + decoder on the cached trunk features (5 min per student). The
     # teacher's heads read a lesion map learned from the phantoms' masks (ModelConfig.head_pool "lesion").
-    # CT fills 128/224 of the input side (ModelConfig.ct_scale): the stage-0 trunk learned the CT tumour at
-    # 128 px and its features do not carry it at 224 px (benchmarks/results/ct_probe.json)
+    # CT stays at full scale: a 128/224 canvas (ct_scale) broke the stage-0 tumour map (retrain_v8.json)
     "full": Profile(
         n_cxr=2400, n_ct=1000, image_size=224, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
         teacher_epochs=24, teacher_budget_s=3000.0, student_epochs=24, student_budget_s=480.0,
@@ -105,7 +104,7 @@ PROFILES: dict[str, Profile] = {
         bf16=cpu_has_fast_bf16(), pretrain_images=30_000, pretrain_size=128, pretrain_budget_s=2400.0,
         teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=60, teacher_feature_budget_s=900.0,
         student_feature_epochs=60, student_feature_budget_s=300.0, teacher_head_pool="lesion",
-        teacher_repeat="phantom_ct=3", student_head_pool="lesion", ct_scale=128 / 224,
+        teacher_repeat="phantom_ct=3", student_head_pool="lesion",
     ),
     "fast": Profile(
         n_cxr=160, n_ct=80, image_size=64, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",

@@ -27,8 +27,10 @@ class ModelConfig:
     arch_name: str = "tiny-student"  # preset name, shown in model cards
     encoder: str = "tiny_cnn"  # one of ENCODERS
     image_size: int = 128  # input side in pixels (128: the 2-core CPU training budget)
-    ct_scale: float = 1.0  # CT images fill this share of the input side, centred on black (imaging.to_model_input):
-    # 128/224 lets a 224 px model see CT at the pixel scale its 128 px stage 0 learned the tumour at (issue 10)
+    ct_scale: float = 1.0  # CT images fill this share of the input side, centred on black (imaging.to_model_input).
+    # Tried for issue 10 (128/224: CT at the pixel scale stage 0 learned the tumour at) and refuted: the stage-0
+    # mask head's tumour pointing fell from 0.73 (128 px) to 0.02 on the padded 224 canvas (0.50 with an 8 px
+    # border), whatever the fill (benchmarks/results/retrain_v8.json). Profiles keep 1.0.
     tiny_width: int = 16  # tiny_cnn only: channels of the first conv (the trunk ends at 4x this)
     d_model: int = 64  # decoder width; patch features are projected to it
     n_layers: int = 1  # decoder blocks (self-attention + cross-attention + MLP)
