@@ -94,13 +94,6 @@ def _check_rebuilds(result: dict, picked: list[dict]) -> None:
             assert rebuilt.truth.tumour == case["truth"]["tumour"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RebuildError,
-    reason="assets/eval/phantom_test.json predates the severity-range phantoms (issue 10 item 4): its abnormal "
-    "chest X-rays no longer match the truth the code draws (new sizes, severity, subtle); remove this mark "
-    "once the evaluation is re-run after the retrain",
-)
 def test_shipped_result_rebuilds_every_case_it_lists():
     """assets/eval/phantom_test.json predates data.dataset: its cases rebuild from id + defaults."""
     result = json.loads(SHIPPED.read_text())
