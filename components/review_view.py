@@ -265,18 +265,25 @@ def _draft_ui(auto: str, key: str) -> str:
     """The report text to save: it follows the teacher's report (rewritten from the labels, with any detail
     asked for) until the reviewer types in it; from then on the reviewer's text stays."""
     draft_key, edited_key = f"{key}_draft", f"{key}_draft_edited"
+    # Streamlit drops a widget's state after a run that does not draw it; this plain key keeps the last text
+    keep_key = f"{key}_draft_keep"
+    if draft_key not in st.session_state and st.session_state.get(keep_key, "").strip():
+        st.session_state[draft_key] = st.session_state[keep_key]
     if not st.session_state.get(edited_key) and (auto.strip() or draft_key not in st.session_state):
         st.session_state[draft_key] = auto  # an empty report (none yet on a slow rerun) keeps the last draft
 
     def _mark_edited() -> None:
         st.session_state[edited_key] = True
 
-    return st.text_area(
+    text = st.text_area(
         "Report (accept the teacher's or edit it; your text is what the review keeps)",
         key=draft_key,
         height=160,
         on_change=_mark_edited,
     )
+    if text.strip():
+        st.session_state[keep_key] = text
+    return text
 
 
 def _save(draft: ReviewDraft, image_sha: str, study: Study, preds: dict, version: int | None):
