@@ -438,9 +438,10 @@ def teacher_training_set(
 
     parts = [labelled] if transfer is None else [labelled, transfer]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        rows = TensorSet.concat(parts) if transfer is not None else labelled  # the images, row-aligned
-        features = cache_features(teacher, rows, show_progress=show_progress, dtype=None)  # (N, C, h, w)
-        del rows
+        # (N, C, h, w), row-aligned with labelled ++ transfer (no copy of the images for it)
+        features = torch.cat(
+            [cache_features(teacher, p, show_progress=show_progress, dtype=None) for p in parts]
+        )
         if transfer is not None and dcfg.sequence_kd:
             decode_transfer_reports(teacher, tokenizer, transfer, data, features=features[len(labelled) :])
     train_set = TensorSet.concat(parts) if transfer is not None else labelled  # with the decoded reports
