@@ -11,12 +11,16 @@ mask and are skipped):
 - IoU of the map thresholded at 0.5 x max (``rel:0.5``), a flat map scoring 0;
 - flat-map rate (``gradcam.is_flat``: no localised positive evidence).
 
-The choice per model is the (layer, method) with the best pointing game (ties: IoU), and the method
-for both models (the page and the evaluation use one) the best mean pointing game over the models,
-each at its chosen layer. The test split is never looked at.
+Models with a lesion head (``head_pool`` "lesion") also offer the "lesion" method: their own lesion
+map (``gradcam.lesion_map``, last trunk stage only), scored the same way.
+
+The method for both models (the page and the evaluation use one) is the one with the best mean pointing
+game over the models, each model at its best layer for that method (ties: IoU); that layer is the
+model's default. The test split is never looked at.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cam.py --cxr 96 --ct 32     # ~6 min, 1 thread
     -> benchmarks/results/cam.json + cam.md
+    ... --dirs teacher=runs/v9/teacher student=runs/v9/student      (checkpoints not yet installed)
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from result_files import f3 as _f  # noqa: E402
 from result_files import write_result  # noqa: E402
 
 from model.evaluate import localization  # noqa: E402
-from model.explain.gradcam import cam_layers, explain  # noqa: E402
+from model.explain.gradcam import LESION_METHOD, cam_layers, explain, methods_for  # noqa: E402
 from model.types import TUMOUR_CLASSES  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -91,6 +95,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ct", type=int, default=32, help="validation CT cases with a tumour")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", nargs="*", default=list(MODELS))
+    ap.add_argument("--methods", nargs="*", default=list(METHODS), help=f"CAM methods tried (of {METHODS})")
+    ap.add_argument(
+        "--dirs", nargs="*", default=[], metavar="MODEL=DIR", help="checkpoint dirs (default: shipped)"
+    )
     ap.add_argument("--out", default=str(RESULTS / "cam.json"))
     ap.add_argument("--chance-only", action="store_true", help="add the chance baseline to an existing --out")
     args = ap.parse_args(argv)
@@ -118,7 +126,8 @@ def main(argv=None) -> int:
         Path(args.out).with_suffix(".md").write_text(to_markdown(result))
         print(to_markdown(result))
         return 0
-    predictors = {m: Predictor.from_dir(shipped_checkpoint(m), m) for m in args.models}
+    dirs = dict(kv.split("=", 1) for kv in args.dirs)
+    predictors = {m: Predictor.from_dir(dirs.get(m) or shipped_checkpoint(m), m) for m in args.models}
     grid = {}
     rows = {m: {} for m in predictors}  # model -> "layer|method" -> lists
     per_target = {m: {} for m in predictors}
@@ -128,43 +137,70 @@ def main(argv=None) -> int:
             layer: f"{p.image_size // stride} x {p.image_size // stride} (stride {stride})"
             for layer, stride in layers.items()
         }
-        for layer in layers:
-            for method in METHODS:
-                key = f"{layer}|{method}"
-                hits, ious, flats, kinds = [], [], [], []
-                for c, target, mask in cases:
-                    e = explain(p, c.study, target, method=method, context=c.truth.context, layer=layer)
-                    hit = (not e.flat) and localization.pointing_hit(e.heatmap, mask)
-                    iou = 0.0 if e.flat else localization.mask_iou(e.heatmap, mask)
-                    hits.append(bool(hit))
-                    ious.append(float(iou))
-                    flats.append(bool(e.flat))
-                    kinds.append(target.split(":")[1] if target.startswith("finding") else "tumour")
-                rows[m][key] = _block(hits, ious, flats)
-                per_target[m][key] = {
-                    k: _block(
-                        [h for h, kk in zip(hits, kinds, strict=True) if kk == k],
-                        [i for i, kk in zip(ious, kinds, strict=True) if kk == k],
-                        [f for f, kk in zip(flats, kinds, strict=True) if kk == k],
-                    )
-                    for k in sorted(set(kinds))
-                }
-                print(m, key, rows[m][key], f"{time.perf_counter() - t0:.0f}s", flush=True)
+        combos = [(layer, method) for layer in layers for method in args.methods]
+        if LESION_METHOD in methods_for(p.model):
+            combos.append((next(iter(layers)), LESION_METHOD))  # the lesion map sits on the last stage
+        for layer, method in combos:
+            key = f"{layer}|{method}"
+            hits, ious, flats, kinds = [], [], [], []
+            for c, target, mask in cases:
+                e = explain(p, c.study, target, method=method, context=c.truth.context, layer=layer)
+                hit = (not e.flat) and localization.pointing_hit(e.heatmap, mask)
+                iou = 0.0 if e.flat else localization.mask_iou(e.heatmap, mask)
+                hits.append(bool(hit))
+                ious.append(float(iou))
+                flats.append(bool(e.flat))
+                kinds.append(target.split(":")[1] if target.startswith("finding") else "tumour")
+            rows[m][key] = _block(hits, ious, flats)
+            per_target[m][key] = {
+                k: _block(
+                    [h for h, kk in zip(hits, kinds, strict=True) if kk == k],
+                    [i for i, kk in zip(ious, kinds, strict=True) if kk == k],
+                    [f for f, kk in zip(flats, kinds, strict=True) if kk == k],
+                )
+                for k in sorted(set(kinds))
+            }
+            print(m, key, rows[m][key], f"{time.perf_counter() - t0:.0f}s", flush=True)
 
     def rank(b: dict) -> tuple:
         return (b["pointing_game"] or 0.0, b["iou"] or 0.0, -(b["flat_rate"] or 0.0))
 
     best = {m: max(r, key=lambda k: rank(r[k])) for m, r in rows.items()}
-    best_layer = {m: k.split("|")[0] for m, k in best.items()}
+    offered = [
+        k
+        for k in (*args.methods, LESION_METHOD)
+        if all(any(key.endswith(f"|{k}") for key in r) for r in rows.values())
+    ]
+
+    def layer_for(m: str, method: str) -> str:
+        return max((k for k in rows[m] if k.endswith(f"|{method}")), key=lambda k: rank(rows[m][k])).split(
+            "|"
+        )[0]
+
     method_score = {
-        method: float(np.mean([rows[m][f"{best_layer[m]}|{method}"]["pointing_game"] or 0.0 for m in rows]))
-        for method in METHODS
+        method: float(
+            np.mean([rows[m][f"{layer_for(m, method)}|{method}"]["pointing_game"] or 0.0 for m in rows])
+        )
+        for method in offered
     }
-    chosen_method = max(METHODS, key=lambda k: method_score[k])
-    baseline = {m: rows[m][f"{next(iter(cam_layers(predictors[m].model)))}|gradcam"] for m in rows}
+    chosen_method = max(
+        offered,
+        key=lambda k: (
+            method_score[k],
+            np.mean([rows[m][f"{layer_for(m, k)}|{k}"]["iou"] or 0.0 for m in rows]),
+        ),
+    )
+    best_layer = {m: layer_for(m, chosen_method) for m in rows}
+    baseline = {
+        m: rows[m].get(f"{next(iter(cam_layers(predictors[m].model)))}|gradcam") or _block([], [], [])
+        for m in rows
+    }
     chosen = {m: rows[m][f"{best_layer[m]}|{chosen_method}"] for m in rows}
     result = {
-        "command": f"OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cam.py --cxr {args.cxr} --ct {args.ct}",
+        "command": f"OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cam.py --cxr {args.cxr} --ct {args.ct}"
+        + (f" --methods {' '.join(args.methods)}" if args.methods != list(METHODS) else "")
+        + (f" --dirs {' '.join(args.dirs)}" if args.dirs else ""),
+        "checkpoints": {m: str(dirs.get(m) or shipped_checkpoint(m)) for m in predictors},
         "data": {
             "split": "val",
             "run": SHIPPED_RUN,
@@ -176,8 +212,8 @@ def main(argv=None) -> int:
         "protocol": {
             **localization.localization_protocol(),
             "flat": "gradcam.is_flat (normalised map max < 0.5): counted as a pointing miss and IoU 0",
-            "choice": "per model: best pointing game (ties: IoU); method: best mean pointing game over models "
-            "at their chosen layers",
+            "choice": "method: best mean pointing game over the models (ties: IoU), each model at its best layer "
+            "for that method; that layer is the model's default",
         },
         "feature_grid": grid,
         "results": rows,

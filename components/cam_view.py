@@ -19,14 +19,26 @@ CAM_WIDTH = 400  # px per overlay
 
 
 def cam_default_note() -> str:
-    from model.explain.gradcam import DEFAULT_CAM_LAYER, DEFAULT_CAM_METHOD
+    from model.explain.gradcam import DEFAULT_CAM_LAYER, DEFAULT_CAM_METHOD, LESION_METHOD
 
     return (
         f"Default: {DEFAULT_CAM_METHOD} on the teacher's {DEFAULT_CAM_LAYER['resnet50']} and the student's "
         f"{DEFAULT_CAM_LAYER['mobilenet_v3_small']}, the best pointing game on the validation phantoms "
-        "(benchmarks/results/cam.json): an 8 x 8 grid at 128 px instead of the last stage's 4 x 4. Both "
-        "models still localise poorly on the phantoms: treat the maps as coarse hints."
+        f'(benchmarks/results/cam.md). "{LESION_METHOD}" is not a Grad-CAM: it is the model\'s own lesion map, '
+        "the one its heads pool from (models trained with a lesion head only). Treat every map as a hint, "
+        "not a segmentation."
     )
+
+
+def offered_methods(ms: ModelSet | None, model_ids) -> tuple[str, ...]:
+    """Methods every shown model supports (the lesion map only when each model has one)."""
+    from model.explain.gradcam import CAM_METHODS, methods_for
+
+    if ms is None:
+        return CAM_METHODS
+    preds = [ms.predictors[i] for i in model_ids if i in ms.predictors]
+    offered = [m for m in CAM_METHODS if all(m in methods_for(p.model) for p in preds)]
+    return tuple(offered)
 
 
 def default_target(study: Study, preds: dict[str, Prediction]) -> str:
@@ -46,8 +58,12 @@ def _target_label(target: str, preds: dict[str, Prediction]) -> str:
     return f"Report sentence {int(name) + 1}"
 
 
-def cam_controls_ui(study: Study, preds: dict[str, Prediction], key: str) -> tuple[str, str, float]:
+def cam_controls_ui(
+    study: Study, preds: dict[str, Prediction], key: str, methods: tuple[str, ...] | None = None
+) -> tuple[str, str, float]:
     from model.explain.gradcam import CAM_METHODS, DEFAULT_CAM_METHOD, list_targets
+
+    methods = methods or CAM_METHODS
 
     longest = max(preds.values(), key=lambda p: len(p.tokens)).tokens
     targets = list_targets(study.modality, longest)
@@ -56,9 +72,10 @@ def cam_controls_ui(study: Study, preds: dict[str, Prediction], key: str) -> tup
         st.session_state[tkey] = default_target(study, preds)
     c1, c2, c3 = st.columns([2, 1, 1])
     target = c1.selectbox("Explain", targets, format_func=lambda t: _target_label(t, preds), key=tkey)
-    st.session_state.setdefault("cam_method", DEFAULT_CAM_METHOD)
+    if st.session_state.get("cam_method") not in methods:
+        st.session_state["cam_method"] = DEFAULT_CAM_METHOD if DEFAULT_CAM_METHOD in methods else methods[0]
     note = cam_default_note()
-    method = c2.selectbox("Method", CAM_METHODS, key="cam_method", help=note)
+    method = c2.selectbox("Method", methods, key="cam_method", help=note)
     alpha = c3.slider("Overlay opacity", 0.0, 1.0, 0.45, step=0.05, key="cam_alpha")
     st.caption(note)
     return target, method, alpha
@@ -77,7 +94,7 @@ def render_cam_panel(
     from model.explain.gradcam import overlay, sentence_texts
 
     st.subheader("Grad-CAM: where each model looks")
-    target, method, alpha = cam_controls_ui(study, preds, study_key[:16])
+    target, method, alpha = cam_controls_ui(study, preds, study_key[:16], offered_methods(ms, preds))
     show_masks = bool(masks) and st.toggle("Outline ground truth", value=True, key="cam_masks")
     cols = st.columns(len(preds))
     for col, (model_id, pred) in zip(cols, preds.items(), strict=True):

@@ -42,8 +42,14 @@ from model.explain.cam import CAM_FUNCTIONS, USES_GRADIENTS, activations_and_gra
 from model.networks.tokenizer import SENTENCE_END, detokenize
 from model.types import FINDINGS, TUMOUR_CLASSES, Explanation, PatientContext, ReportStyle, Study
 
-CAM_METHODS: tuple[str, ...] = tuple(CAM_FUNCTIONS)  # gradcam, gradcam++, hirescam, layercam, eigencam
+#: "lesion" is not a CAM: the model's own lesion map (``ModelConfig.head_pool`` "lesion"), see ``lesion_map``
+LESION_METHOD = "lesion"
+CAM_METHODS: tuple[str, ...] = (
+    *CAM_FUNCTIONS,
+    LESION_METHOD,
+)  # gradcam, gradcam++, hirescam, layercam, eigencam
 FLAT_MAX = 0.5  # a normalised CAM whose maximum is below this has no localised positive evidence
+LESION_FLAT_P = 0.1  # a lesion map whose most likely cell is below this probability shows no lesion
 
 
 def _resnet_stages(trunk) -> list[tuple[str, Callable]]:
@@ -85,6 +91,16 @@ def cam_layers(model) -> dict[str, int]:
 
 def default_cam_layer(model) -> str:
     return DEFAULT_CAM_LAYER[model.cfg.encoder]
+
+
+def has_lesion_map(model) -> bool:
+    """True when the model's heads read a lesion map (``ModelConfig.head_pool == "lesion"``)."""
+    return getattr(model, "lesion", None) is not None
+
+
+def methods_for(model) -> tuple[str, ...]:
+    """The explanation methods a model offers: every CAM, and its lesion map where it has one."""
+    return CAM_METHODS if has_lesion_map(model) else tuple(m for m in CAM_METHODS if m != LESION_METHOD)
 
 
 def is_flat(heatmap: np.ndarray) -> bool:
@@ -332,8 +348,10 @@ def explain(
     model's default (``DEFAULT_CAM_LAYER``).
     """
     kind, name = parse_target(target)
+    if method == LESION_METHOD:
+        return lesion_map(predictor, study, target, context=context, style=style, tokens=tokens)
     if method not in CAM_FUNCTIONS:
-        raise ValueError(f"Unknown CAM method {method!r}; choose one of {sorted(CAM_FUNCTIONS)}")
+        raise ValueError(f"Unknown CAM method {method!r}; choose one of {sorted(CAM_METHODS)}")
     layer = layer or default_cam_layer(predictor.model)
     if layer not in cam_layers(predictor.model):
         raise ValueError(
@@ -391,6 +409,91 @@ def explain(
         np.zeros(study.pixels.shape, np.float32) if flat else np.clip(_resize(heat, study.pixels.shape), 0, 1)
     )
     return Explanation(heatmap=heat, target=target, method=method, score=score, flat=flat, layer=layer)
+
+
+def _lesion_channel(kind: str, name: str, tokens: Sequence[str] | None) -> str | None:
+    """Which ``LESION_CHANNELS`` map explains a target; None when no lesion is named (tumour:none, or a
+    sentence that states no finding). A sentence is read by the report labeler: its first positive
+    finding (or tumour) names the channel."""
+    from model.types import LESION_CHANNELS
+
+    if kind == "finding":
+        if name not in FINDINGS:
+            raise ValueError(f"Unknown finding {name!r}")
+        return name
+    if kind == "tumour":
+        if name not in TUMOUR_CLASSES:
+            raise ValueError(f"Unknown tumour class {name!r}")
+        return None if name == TUMOUR_CLASSES[0] else "tumour"
+    from model.data.labeler import label_report
+
+    spans = sentence_spans(list(tokens or ()))
+    i = int(name)
+    if not 0 <= i < len(spans):
+        raise ValueError(f"The report has {len(spans)} sentences; sentence:{i} does not exist")
+    a, b = spans[i]
+    labels = label_report(detokenize(list(tokens)[a:b]))
+    for channel in LESION_CHANNELS:
+        keys = ("tumour_benign", "tumour_malignant") if channel == "tumour" else (channel,)
+        if any(labels.get(k) == "positive" for k in keys):
+            return channel
+    return None
+
+
+def lesion_map(
+    predictor,
+    study: Study,
+    target: str,
+    context: PatientContext | None = None,
+    style: ReportStyle | None = None,
+    tokens: Sequence[str] | None = None,
+) -> Explanation:
+    """The model's own lesion map for ``target`` (method "lesion"): no gradient, one forward pass.
+
+    A model with ``head_pool`` "lesion" predicts, from its last trunk stage, a map per finding and for
+    the CT tumour (trained on the phantoms' masks); its heads pool the features where that map is high.
+    So this map is where the model itself looked, not a post-hoc attribution. ``finding:NAME`` -> that
+    finding's channel; ``tumour:benign|malignant`` -> the tumour channel (``tumour:none`` names no
+    lesion: flat); ``sentence:I`` -> the channel of the first finding the sentence states (the report
+    labeler), flat when it states none. The map is the per-cell probability, normalised to a peak of 1;
+    ``score`` is the peak probability, and a map whose peak is below ``LESION_FLAT_P`` is flat.
+    """
+    from model.types import LESION_CHANNELS
+
+    kind, name = parse_target(target)
+    model = predictor.model
+    if not has_lesion_map(model):
+        raise ValueError(
+            "This model has no lesion map (its heads do not use head_pool 'lesion'); choose a Grad-CAM method"
+        )
+    style = style or ReportStyle()
+    if kind == "sentence" and tokens is None:
+        tokens = predictor.predict(study, context=context, style=style).tokens
+    channel = _lesion_channel(kind, name, tokens)
+    layer = _last_stage(model)
+    if channel is None:
+        return Explanation(
+            heatmap=np.zeros(study.pixels.shape, np.float32), target=target, method=LESION_METHOD,
+            score=0.0, flat=True, layer=layer,
+        )  # fmt: skip
+    with torch.inference_mode():
+        images = _image_tensor(predictor, study).float()
+        heads = model.forward_heads(model.forward_features(images), _context_tensor(predictor, context))
+        prob = torch.sigmoid(heads.lesion_logits[0, LESION_CHANNELS.index(channel)].float())  # (h, w)
+        size = tuple(images.shape[-2:])
+        heat = torch.nn.functional.interpolate(
+            prob[None, None], size=size, mode="bilinear", align_corners=False
+        )
+    heat = _crop_to_study(heat[0, 0].numpy(), _input_scale(predictor, study))
+    peak = float(prob.max())
+    flat = peak < LESION_FLAT_P or not np.isfinite(heat).all()
+    top = float(heat.max()) if heat.size else 0.0
+    heat = (
+        np.zeros(study.pixels.shape, np.float32)
+        if flat or top <= 0
+        else np.clip(_resize(heat / top, study.pixels.shape), 0, 1)
+    )
+    return Explanation(heatmap=heat, target=target, method=LESION_METHOD, score=peak, flat=flat, layer=layer)
 
 
 # ----------------------------------------------------------------------------------------------
