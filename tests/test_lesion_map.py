@@ -116,3 +116,22 @@ def test_the_untouched_model_gives_a_valid_map():
     e = explain(p, study, "finding:cardiomegaly", method=LESION_METHOD)
     assert e.heatmap.shape == study.pixels.shape and np.isfinite(e.heatmap).all()
     assert 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0
+
+
+def test_after_a_prediction_the_map_reuses_the_trunk_output(tmp_path, monkeypatch):
+    """A real Predictor on a saved lesion-head checkpoint: the map costs the heads only after predict."""
+    from model.checkpoints import save_checkpoint
+    from model.inference import Predictor
+
+    p = _Predictor()
+    d = save_checkpoint(tmp_path / "ckpt", p.model, p.tokenizer, {"model_id": "teacher"}, {})
+    pred = Predictor.from_dir(d, "teacher")
+    study = _study()
+    pred.predict(study)
+    calls = []
+    trunk = pred.model.forward_features
+    monkeypatch.setattr(pred.model, "forward_features", lambda x: calls.append(1) or trunk(x))
+    e = explain(pred, study, "finding:nodule", method=LESION_METHOD)
+    assert calls == [] and e.heatmap.shape == study.pixels.shape
+    explain(pred, _study(size=80), "finding:nodule", method=LESION_METHOD)  # another image: computed
+    assert calls == [1]

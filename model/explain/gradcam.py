@@ -266,29 +266,8 @@ def _image_tensor(predictor, study: Study) -> torch.Tensor:
     from model.data.imaging import to_model_input
 
     size = predictor.model.cfg.image_size
-    scale = _input_scale(predictor, study)
-    x = torch.from_numpy(np.ascontiguousarray(to_model_input(study.pixels, size, scale), dtype=np.float32))
+    x = torch.from_numpy(np.ascontiguousarray(to_model_input(study.pixels, size), dtype=np.float32))
     return x[None, None].to(_device(predictor))
-
-
-def _input_scale(predictor, study: Study) -> float:
-    """Share of the input side the study fills (the model's ``ct_scale`` on CT)."""
-    if hasattr(predictor, "input_scale"):
-        return predictor.input_scale(study.modality)
-    return float(getattr(predictor.model.cfg, "ct_scale", 1.0)) if study.modality == "CT" else 1.0
-
-
-def _crop_to_study(heat: np.ndarray, scale: float) -> np.ndarray:
-    """The part of an input-frame map that covers the study (all of it unless the study was scaled down),
-    renormalised to a maximum of 1."""
-    if scale >= 1.0:
-        return heat
-    from model.data.imaging import scale_window
-
-    offset, side = scale_window(heat.shape[0], scale)
-    crop = heat[offset : offset + side, offset : offset + side]
-    peak = float(crop.max())
-    return crop / peak if peak > 0 else crop
 
 
 def _context_tensor(predictor, context: PatientContext | None) -> torch.Tensor:
@@ -403,8 +382,6 @@ def explain(
 
     heat = np.asarray(heat, dtype=np.float32)
     flat = is_flat(heat)  # before resizing: the normalised map
-    heat = _crop_to_study(heat, _input_scale(predictor, study))  # a scaled-down CT: its window only
-    flat = flat or is_flat(heat)
     heat = (
         np.zeros(study.pixels.shape, np.float32) if flat else np.clip(_resize(heat, study.pixels.shape), 0, 1)
     )
@@ -452,7 +429,8 @@ def lesion_map(
 
     A model with ``head_pool`` "lesion" predicts, from its last trunk stage, a map per finding and for
     the CT tumour (trained on the phantoms' masks); its heads pool the features where that map is high.
-    So this map is where the model itself looked, not a post-hoc attribution. ``finding:NAME`` -> that
+    So this map is where the model itself looked, not a post-hoc attribution. After a ``predict`` of the
+    same study the trunk is not run again (``Predictor.image_features``). ``finding:NAME`` -> that
     finding's channel; ``tumour:benign|malignant`` -> the tumour channel (``tumour:none`` names no
     lesion: flat); ``sentence:I`` -> the channel of the first finding the sentence states (the report
     labeler), flat when it states none. The map is the per-cell probability, normalised to a peak of 1;
@@ -478,13 +456,15 @@ def lesion_map(
         )  # fmt: skip
     with torch.inference_mode():
         images = _image_tensor(predictor, study).float()
-        heads = model.forward_heads(model.forward_features(images), _context_tensor(predictor, context))
+        # the Predictor keeps the trunk output of the study it just predicted: the map then costs the heads only
+        cached = getattr(predictor, "image_features", None)
+        features = cached(images) if cached is not None else model.forward_features(images)
+        heads = model.forward_heads(features, _context_tensor(predictor, context))
         prob = torch.sigmoid(heads.lesion_logits[0, LESION_CHANNELS.index(channel)].float())  # (h, w)
         size = tuple(images.shape[-2:])
         heat = torch.nn.functional.interpolate(
             prob[None, None], size=size, mode="bilinear", align_corners=False
-        )
-    heat = _crop_to_study(heat[0, 0].numpy(), _input_scale(predictor, study))
+        )[0, 0].numpy()  # (S, S): the input frame
     peak = float(prob.max())
     flat = peak < LESION_FLAT_P or not np.isfinite(heat).all()
     top = float(heat.max()) if heat.size else 0.0
