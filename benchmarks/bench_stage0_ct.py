@@ -2,11 +2,13 @@
 
     .venv/bin/python benchmarks/bench_stage0_ct.py --size 128 --scale 1.0            # its training setting
     .venv/bin/python benchmarks/bench_stage0_ct.py --size 224 --scale 0.5714 --fill black   # CT at the 128 px
-                                                       # pixel scale on a 224 canvas (ModelConfig.ct_scale)
+                                                       # pixel scale on a 224 canvas
 
 Reads PRETRAIN/pretrain_state/module.safetensors (trunk + mask head; default runs/v5/pretrain). Prints the tumour
 channel's pointing game (argmax cell touched by the tumour) and a 5-fold logistic regression of the tumour class on
-(max logit, soft area) of that channel, beside the majority class.
+(max logit, soft area) of that channel, beside the majority class. The canvas (``--scale`` < 1) is this
+benchmark's own: the models' input rule once had it as an option, refuted by these rows
+(benchmarks/results/retrain_v8.json) and removed.
 """
 
 from __future__ import annotations
@@ -23,23 +25,39 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_ct_check import window_cells  # noqa: E402
+
+def scale_window(size: int, scale: float) -> tuple[int, int]:
+    """(offset, side) of the centred square an image fills on a ``size`` canvas at ``scale`` (1.0: all of it)."""
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    side = max(1, int(round(size * scale)))
+    return (size - side) // 2, side
 
 
 def canvas_input(image: np.ndarray, size: int, scale: float, fill: str) -> torch.Tensor:
-    from model.data.imaging import scale_window, to_model_input
+    """(1, 1, size, size): the image resized to ``scale * size`` (the shared rule) and centred on a canvas
+    filled with ``fill``."""
+    from model.data.imaging import to_model_input
 
-    x = torch.from_numpy(to_model_input(image, size, scale))[None, None]
-    if scale >= 1 or fill == "black":
-        return x
     off, side = scale_window(size, scale)
-    win = x[..., off : off + side, off : off + side]
+    win = torch.from_numpy(to_model_input(image, side))[None, None]
+    if side == size:
+        return win
     if fill == "edge":
         return F.pad(win, (off, size - off - side, off, size - off - side), mode="replicate")
-    value = float(win.mean()) if fill == "mean" else float(win[..., :4, :4].mean())  # "corner"
-    out = torch.full_like(x, value)
+    value = {"black": 0.0, "mean": float(win.mean()), "corner": float(win[..., :4, :4].mean())}[fill]
+    out = torch.full((1, 1, size, size), value)
     out[..., off : off + side, off : off + side] = win
     return out
+
+
+def window_cells(mask: np.ndarray, scale: float, grid: tuple[int, int]) -> torch.Tensor:
+    """(h, w) bool: feature cells the mask touches, with the mask placed like its image (``scale``)."""
+    off, side = scale_window(mask.shape[0], scale)
+    canvas = torch.zeros(mask.shape)
+    small = F.adaptive_max_pool2d(torch.from_numpy(mask).float()[None], side)[0]
+    canvas[off : off + side, off : off + side] = small
+    return F.adaptive_max_pool2d(canvas[None, None], grid)[0, 0] > 0
 
 
 def main() -> int:

@@ -64,10 +64,10 @@ def resolve_checkpoint(spec: str | Path) -> Path:
     return shipped_checkpoint(str(spec)) if str(spec) in SHIPPED_MODELS else Path(spec)
 
 
-def _to_model_input(pixels: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
+def _to_model_input(pixels: np.ndarray, size: int) -> np.ndarray:
     from model.data.imaging import to_model_input
 
-    return to_model_input(pixels, size, scale)
+    return to_model_input(pixels, size)
 
 
 def _reason(name: str, findings: list[Finding], tumour: str | None, context: PatientContext) -> str:
@@ -133,13 +133,9 @@ class Predictor:
         return predictor
 
     # -- inputs -------------------------------------------------------------------------------------
-    def input_scale(self, modality: str) -> float:
-        """Share of the input side a study of ``modality`` fills (``ModelConfig.ct_scale`` on CT, else 1)."""
-        return float(getattr(self.cfg, "ct_scale", 1.0)) if modality == "CT" else 1.0
-
     def image_tensor(self, study: Study) -> torch.Tensor:
         """(1, 1, S, S) model input of a study (the one resize rule shared with training)."""
-        x = _to_model_input(study.pixels, self.image_size, self.input_scale(study.modality))
+        x = _to_model_input(study.pixels, self.image_size)
         return torch.from_numpy(x)[None, None].to(self.device)
 
     @staticmethod

@@ -154,6 +154,18 @@ def test_unknown_config_key(ckpt):
         load_checkpoint(d)
 
 
+def test_removed_ct_scale_key(ckpt):
+    """Configs written while ModelConfig had ``ct_scale`` (runs/v9's teacher) load at 1.0, the behaviour kept;
+    a model trained on the refuted CT canvas (another value) would be fed other images, so it is refused."""
+    d, model, _ = ckpt
+    cfg = json.loads((d / CONFIG).read_text())
+    (d / CONFIG).write_text(json.dumps({**cfg, "ct_scale": 1.0}))
+    assert load_checkpoint(d).config == model.cfg
+    (d / CONFIG).write_text(json.dumps({**cfg, "ct_scale": 128 / 224}))
+    with pytest.raises(CheckpointError, match="ct_scale=0.57.* is no longer supported"):
+        load_checkpoint(d)
+
+
 def test_tokenizer_vocab_mismatch(ckpt, tmp_path):
     d, _, _ = ckpt
     big = build_tokenizer(TEXTS + ["an entirely different corpus with many more words"])

@@ -58,7 +58,6 @@ class Profile:
     teacher_head_pool: str = ""  # override the teacher preset's head pooling ("avgmax", "lesion"; "" = the preset's)
     teacher_repeat: str = ""  # "source=k,...": rows repeated k times in the teacher's joint stage
     student_head_pool: str = ""  # the same override for both students (KD and no-KD: one architecture)
-    ct_scale: float = 1.0  # CT images fill this share of the input side (ModelConfig.ct_scale; teacher and students)
 
     def with_overrides(self, pairs: list[str]) -> Profile:
         """``["KEY=VALUE", ...]`` parsed by each field's current type ("None" clears an optional field)."""
@@ -96,7 +95,7 @@ PROFILES: dict[str, Profile] = {
     # then the joint stage at 224 px for 50 min, stem frozen (ResNet-50 fp32 on 2 AVX2 cores: ~9 img/s at 128 px,
     # ~3 at 224 px), then 15 min of heads + decoder on the cached trunk features (5 min per student). The
     # teacher's heads read a lesion map learned from the phantoms' masks (ModelConfig.head_pool "lesion").
-    # CT stays at full scale: a 128/224 canvas (ct_scale) broke the stage-0 tumour map (retrain_v8.json)
+    # CT fills the input: a 128/224 CT canvas was tried for issue 10 and refuted (see retrain_v8.json)
     "full": Profile(
         n_cxr=2400, n_ct=1000, image_size=224, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
         teacher_epochs=24, teacher_budget_s=3000.0, student_epochs=24, student_budget_s=480.0,
@@ -195,7 +194,6 @@ def main(args) -> int:
         data_dir=str(data_dir),
         real_root=resolve_real_root(args.real_data, not args.no_real),
         image_size=prof.image_size,
-        ct_scale=prof.ct_scale,
         max_len=104,  # detailed reports run to ~100 tokens (99th percentile)
         max_per_source=prof.max_per_source,
         seed=args.seed,

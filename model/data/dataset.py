@@ -28,11 +28,11 @@ def load_pixels(sample: Sample) -> np.ndarray:
     return load_study_path(sample.image_path).pixels
 
 
-def load_model_image(sample: Sample, size: int, ct_scale: float = 1.0) -> np.ndarray:
-    """(size, size) uint8: the sample's pixels after the shared resize rule (CT at ``ct_scale``)."""
+def load_model_image(sample: Sample, size: int) -> np.ndarray:
+    """(size, size) uint8: the sample's pixels after the shared resize rule."""
     from model.data.imaging import to_model_input
 
-    x = to_model_input(load_pixels(sample), size, ct_scale if sample.modality == "CT" else 1.0)
+    x = to_model_input(load_pixels(sample), size)
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -111,7 +111,6 @@ class ReportDataset(Dataset):
         augment: bool = False,
         cache: bool = False,
         intensity: str = "off",
-        ct_scale: float = 1.0,
     ):
         if intensity not in ("off", "real", "all"):
             raise ValueError(f"intensity must be 'off', 'real' or 'all', not {intensity!r}")
@@ -124,7 +123,6 @@ class ReportDataset(Dataset):
         self.augment = augment
         self.cache = cache
         self.intensity = intensity
-        self.ct_scale = float(ct_scale)  # CT items fill this share of the side (imaging.to_model_input)
         self.epoch = 0
         self._images: dict[int, np.ndarray] = {}  # index -> (S, S) uint8, when cache=True
 
@@ -138,7 +136,7 @@ class ReportDataset(Dataset):
         """(S, S) uint8 image of one item before augmentation (cached when ``cache=True``)."""
         img = self._images.get(index)
         if img is None:
-            img = load_model_image(self.samples[index], self.image_size, self.ct_scale)
+            img = load_model_image(self.samples[index], self.image_size)
             if self.cache:
                 self._images[index] = img
         return img

@@ -232,36 +232,20 @@ def apply_window(study: Study, window: str | tuple[float, float]) -> Study:
     return dataclasses.replace(study, pixels=pixels, window=(centre, width), meta=meta)
 
 
-def scale_window(size: int, scale: float = 1.0) -> tuple[int, int]:
-    """(offset, side) of the centred square an image fills on a ``size`` canvas at ``scale`` (1.0: all of it)."""
-    if not 0.0 < scale <= 1.0:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
-    side = max(1, int(round(size * scale)))
-    return (size - side) // 2, side
-
-
-def to_model_input(pixels: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
+def to_model_input(pixels: np.ndarray, size: int) -> np.ndarray:
     """The one resize rule (train and serve): H x W [0, 1] -> size x size float32 [0, 1].
 
     Pillow bilinear on a float32 image (it widens its kernel when shrinking, i.e. antialiases); aspect
-    ratio is not kept (see module docstring). ``scale`` < 1: the image is resized to ``scale * size`` and
-    centred on a black ``size`` canvas (``scale_window``): the model's CT input (``ModelConfig.ct_scale``), so
-    a 224 px model sees CT structures at the pixel scale its 128 px pre-training learned them at.
+    ratio is not kept (see module docstring).
     """
     arr = np.asarray(pixels, dtype=np.float32)
     if arr.ndim != 2:
         raise ValueError(f"to_model_input wants an H x W array, got shape {arr.shape}")
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
-    offset, side = scale_window(size, scale)
-    if arr.shape != (side, side):
-        arr = np.asarray(Image.fromarray(arr, mode="F").resize((side, side), Image.Resampling.BILINEAR))
-    arr = np.clip(arr, 0.0, 1.0).astype(np.float32, copy=True)
-    if side == size:
-        return arr
-    canvas = np.zeros((size, size), np.float32)
-    canvas[offset : offset + side, offset : offset + side] = arr
-    return canvas
+    if arr.shape != (size, size):
+        arr = np.asarray(Image.fromarray(arr, mode="F").resize((size, size), Image.Resampling.BILINEAR))
+    return np.clip(arr, 0.0, 1.0).astype(np.float32, copy=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ class DataConfig:
     data_dir: str  # phantom dataset written by `meddistill generate-data`
     real_root: str | None = None  # ../shared/data (NIH thumbnails, real CT); None = phantoms only
     image_size: int = 128  # model input side (the one resize rule: data.imaging.to_model_input)
-    ct_scale: float = 1.0  # CT images fill this share of the input side, centred on black (ModelConfig.ct_scale)
     max_len: int = 64  # tokens per report sequence
     labelled_frac: float = 1.0  # fraction of each training source kept with its labels
     max_per_source: int | None = None  # cap items per source and split (quick runs, tests)

@@ -50,10 +50,9 @@ def report_encoder(tokenizer, max_len: int):
     return encode
 
 
-def lesion_grid(mask_path, modality: str, scale: float = 1.0) -> torch.Tensor:
+def lesion_grid(mask_path, modality: str) -> torch.Tensor:
     """A phantom's bitmask PNG -> (len(LESION_CHANNELS), LESION_GRID, LESION_GRID) bool: a cell is set where any
-    of its pixels is lesion (the target of the lesion head; cardiomegaly's mask is the heart). ``scale`` < 1:
-    the mask is placed like its image (``imaging.to_model_input``: centred, ``scale`` of the side)."""
+    of its pixels is lesion (the target of the lesion head; cardiomegaly's mask is the heart)."""
     import torch.nn.functional as F
 
     from model.data.generate import read_masks
@@ -65,14 +64,6 @@ def lesion_grid(mask_path, modality: str, scale: float = 1.0) -> torch.Tensor:
     for name, m in masks.items():
         if name in LESION_CHANNELS:
             full[LESION_CHANNELS.index(name)] = torch.from_numpy(np.asarray(m, dtype=np.float32))
-    if scale < 1.0:  # the canvas the image is drawn on, at the mask's resolution
-        from model.data.imaging import scale_window
-
-        big = full.shape[-1]
-        offset, side = scale_window(big, scale)
-        small = F.adaptive_max_pool2d(full[None], side)[0]
-        full = torch.zeros_like(full)
-        full[:, offset : offset + side, offset : offset + side] = small
     return F.adaptive_max_pool2d(full[None], LESION_GRID)[0] > 0
 
 
@@ -80,12 +71,12 @@ def to_tensorset(samples: list, tokenizer, cfg: DataConfig, seed: int) -> Tensor
     """Load, resize and tokenise every sample once (see tensorset.py for why)."""
     from model.data.dataset import ReportDataset
 
-    ds = ReportDataset(samples, cfg.image_size, detail="standard", seed=seed, ct_scale=cfg.ct_scale)
+    ds = ReportDataset(samples, cfg.image_size, detail="standard", seed=seed)
     items = [ds[i] for i in range(len(ds))]
     for item, s in zip(items, samples, strict=True):
         item.setdefault("source", s.source)
         if getattr(s, "mask_path", None):
-            item["lesion"] = lesion_grid(s.mask_path, s.modality, cfg.ct_scale if s.modality == "CT" else 1.0)
+            item["lesion"] = lesion_grid(s.mask_path, s.modality)
     reports = []
     for s in samples:
         if s.report_origin == "none" or not (s.reports or s.report):
@@ -188,7 +179,6 @@ def _build(
     changes = {
         "vocab_size": vocab_size,
         "image_size": data.image_size,
-        "ct_scale": data.ct_scale,
         "max_len": max(model_cfg.max_len, data.max_len),
         "input_norm": "per_image" if intensity_norm else "none",
     }
@@ -337,11 +327,6 @@ def distill_student(
     out_dir = Path(out_dir)
     teacher, tokenizer, teacher_card, _ = load_checkpoint(teacher_dir)
     teacher.eval()
-    if abs(float(getattr(teacher.cfg, "ct_scale", 1.0)) - data.ct_scale) > 1e-9:
-        raise ValueError(
-            f"the teacher reads CT at ct_scale {teacher.cfg.ct_scale} but this run's data config says {data.ct_scale}: "
-            "the cached teacher outputs would describe other images"
-        )
     labelled, rest, val_samples = _samples(data)
     torch.manual_seed(tcfg.seed)
     student, cfg = _build(student_cfg, len(tokenizer), tcfg.dropout, data, tcfg.intensity_norm)

@@ -18,6 +18,10 @@ ENCODERS: tuple[str, ...] = ("resnet50", "mobilenet_v3_small", "tiny_cnn")
 HEAD_POOLS: tuple[str, ...] = ("avg", "avgmax", "lesion")
 #: how the model input is normalised (see ``ModelConfig.input_norm``)
 INPUT_NORMS: tuple[str, ...] = ("none", "per_image")
+#: options removed from ModelConfig -> the value that meant today's behaviour (older config.json files still
+#: carry it). ct_scale: CT drawn on a centred share of the input; the 128/224 canvas was tried for issue 10 and
+#: refuted (benchmarks/results/retrain_v8.json), so CT always fills the input
+REMOVED_KEYS: dict[str, object] = {"ct_scale": 1.0}
 
 
 @dataclass(frozen=True)
@@ -27,10 +31,6 @@ class ModelConfig:
     arch_name: str = "tiny-student"  # preset name, shown in model cards
     encoder: str = "tiny_cnn"  # one of ENCODERS
     image_size: int = 128  # input side in pixels (128: the 2-core CPU training budget)
-    ct_scale: float = 1.0  # CT images fill this share of the input side, centred on black (imaging.to_model_input).
-    # Tried for issue 10 (128/224: CT at the pixel scale stage 0 learned the tumour at) and refuted: the stage-0
-    # mask head's tumour pointing fell from 0.73 (128 px) to 0.02 on the padded 224 canvas (0.50 with an 8 px
-    # border), whatever the fill (benchmarks/results/retrain_v8.json). Profiles keep 1.0.
     tiny_width: int = 16  # tiny_cnn only: channels of the first conv (the trunk ends at 4x this)
     d_model: int = 64  # decoder width; patch features are projected to it
     n_layers: int = 1  # decoder blocks (self-attention + cross-attention + MLP)
@@ -62,8 +62,6 @@ class ModelConfig:
             raise ValueError(f"unknown encoder {self.encoder!r}; choose one of {ENCODERS}")
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(f"unknown input_norm {self.input_norm!r}; choose one of {INPUT_NORMS}")
-        if not 0.0 < self.ct_scale <= 1.0:
-            raise ValueError(f"ct_scale must be in (0, 1], got {self.ct_scale}")
         if self.head_pool not in HEAD_POOLS:
             raise ValueError(f"unknown head_pool {self.head_pool!r}; choose one of {HEAD_POOLS}")
         if self.d_model % self.n_heads:
@@ -74,7 +72,15 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        """Inverse of ``to_dict``; unknown keys are an error (a config from another code version)."""
+        """Inverse of ``to_dict``; unknown keys are an error (a config from another code version), and so is a
+        removed option at any value but the one that kept its behaviour (``REMOVED_KEYS``: such a key is dropped)."""
+        d = dict(d)
+        for key, kept in REMOVED_KEYS.items():
+            value = d.pop(key, kept)
+            if value != kept:
+                raise ValueError(
+                    f"{key}={value!r} is no longer supported (a removed option; only {kept!r} is read)"
+                )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

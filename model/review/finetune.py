@@ -41,7 +41,6 @@ def _data_config(card: dict, model):
     return DataConfig(
         data_dir="(update: reviews + replay)",
         image_size=int(dc.get("image_size") or model.cfg.image_size),
-        ct_scale=float(getattr(model.cfg, "ct_scale", 1.0)),  # the model's own CT input rule
         max_len=int(dc.get("max_len") or model.cfg.max_len),
     )
 
