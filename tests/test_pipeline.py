@@ -46,6 +46,8 @@ def test_full_profile_names_what_the_shipped_teacher_used():
     p = PROFILES["full"]
     assert p.teacher_head_pool == "lesion" and p.teacher_repeat == "phantom_ct=3"
     assert p.student_head_pool == "lesion"  # both students: one architecture, the KD comparison stays fair
+    # one input size from pre-training on: a scale change lost the CT tumour class (retrain_v8.json)
+    assert p.pretrain_size == p.image_size == PROFILES["default"].image_size == PROFILES["default"].pretrain_size
     budget = p.pretrain_budget_s + p.teacher_budget_s + p.teacher_feature_budget_s
     assert budget <= 150 * 60  # issue 10: the shipped teacher trains at most 150 minutes
     assert PROFILES["fast"].with_overrides(["teacher_repeat=phantom_ct=2"]).teacher_repeat == "phantom_ct=2"

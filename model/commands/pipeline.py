@@ -80,29 +80,32 @@ class Profile:
 #: sizing profiles; "default" was sized from measured teacher throughput on the 2-core CPU
 _FROZEN_STEM = "encoder.trunk.conv1,encoder.trunk.bn1,encoder.trunk.layer1"
 PROFILES: dict[str, Profile] = {
-    # the quick profile: <= 90 minutes on the 2-core CPU (pre-training 20 min, teacher 17 + 7 on cached
+    # the quick profile: <= 90 minutes on the 2-core CPU, the full profile at 160 px with smaller budgets (pre-training 20 min, teacher 17 + 7 on cached
     # features, students 2 x (7 + 3) plus the feature caches, their set-up and the evaluation)
     "default": Profile(
-        n_cxr=2400, n_ct=1000, image_size=224, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
+        n_cxr=2400, n_ct=1000, image_size=160, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
         teacher_epochs=24, teacher_budget_s=1000.0, student_epochs=16, student_budget_s=420.0,
         labelled_frac=0.3, max_per_source=None, teacher_lr=1e-3, student_lr=2e-3, batch_size=32,
-        bf16=cpu_has_fast_bf16(), pretrain_images=12_000, pretrain_size=128, pretrain_budget_s=1200.0,
+        bf16=cpu_has_fast_bf16(), pretrain_images=12_000, pretrain_size=160, pretrain_budget_s=1200.0,
         teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=40, teacher_feature_budget_s=400.0,
         student_feature_epochs=40, student_feature_budget_s=180.0, teacher_head_pool="lesion",
         student_head_pool="lesion",
     ),
-    # the shipped weights (issue 10): pre-training 40 min on a stream of distinct phantoms at 128 px,
-    # then the joint stage at 224 px for 50 min, stem frozen (ResNet-50 fp32 on 2 AVX2 cores: ~9 img/s at 128 px,
-    # ~3 at 224 px), then 15 min of heads + decoder on the cached trunk features (5 min per student). The
-    # teacher's heads read a lesion map learned from the phantoms' masks (ModelConfig.head_pool "lesion").
-    # CT fills the input: a 128/224 CT canvas was tried for issue 10 and refuted (see retrain_v8.json)
+    # the shipped weights (issue 10, runs/v9): one input size, 160 px, for pre-training and every later stage:
+    # pre-training 35 min on a stream of distinct phantoms, the joint stage 35 min with the stem frozen, 10 min
+    # of heads + decoder on the cached trunk features, the students 5 + 2.5 min each. 160 px because the CT
+    # tumour class was lost whenever the joint stage ran at another scale than pre-training (128 -> 224 px:
+    # phantom CT at the majority rate, retrain_v8.json) and 224 px from the start costs 2x per step; CT at 160
+    # px reached 0.72 on validation. The teacher's heads read a lesion map learned from the phantoms' masks
+    # (ModelConfig.head_pool "lesion"). Budgets are wall time: with bf16 autocast (AVX-512 bf16, 2.2x faster
+    # than fp32 here, benchmarks/results/bf16.json) the joint stage runs ~1.8 s per step of 32 at 160 px.
     "full": Profile(
-        n_cxr=2400, n_ct=1000, image_size=224, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
-        teacher_epochs=24, teacher_budget_s=3000.0, student_epochs=24, student_budget_s=480.0,
+        n_cxr=2400, n_ct=1000, image_size=160, teacher_arch="resnet50-4l", student_arch="mobilenet-1l",
+        teacher_epochs=24, teacher_budget_s=2100.0, student_epochs=24, student_budget_s=300.0,
         labelled_frac=0.3, max_per_source=None, teacher_lr=1e-3, student_lr=2e-3, batch_size=32,
-        bf16=cpu_has_fast_bf16(), pretrain_images=30_000, pretrain_size=128, pretrain_budget_s=2400.0,
-        teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=60, teacher_feature_budget_s=900.0,
-        student_feature_epochs=60, student_feature_budget_s=300.0, teacher_head_pool="lesion",
+        bf16=cpu_has_fast_bf16(), pretrain_images=30_000, pretrain_size=160, pretrain_budget_s=2100.0,
+        teacher_freeze=_FROZEN_STEM, teacher_feature_epochs=60, teacher_feature_budget_s=600.0,
+        student_feature_epochs=60, student_feature_budget_s=150.0, teacher_head_pool="lesion",
         teacher_repeat="phantom_ct=3", student_head_pool="lesion",
     ),
     "fast": Profile(
