@@ -2,10 +2,16 @@
 
     .venv/bin/python benchmarks/make_samples.py
 
-Picks phantom seeds whose truth shows a spread of findings (normal, cardiomegaly + effusion, nodule,
-pneumothorax, consolidation; CT none / benign / malignant), writes for each ``NAME.png`` (8-bit),
-``NAME.json`` (CaseTruth + reports + rulebook treatments) and ``NAME_mask.png`` (bit mask), and
-``index.json``. Real DICOM comes from pydicom's bundled CT_small.dcm at run time (not copied).
+Issue 10 item 7: the Compare page should open on cases a reader can check by eye. So each *textbook*
+sample shows one clear thing: a CXR with exactly one finding, moderate or severe and not subtle (one per
+finding of ``FINDINGS``; cardiomegaly severe, ratio >= 0.60; a nodule >= 15 mm), a normal CXR, and a
+CT slice per tumour class (none; benign >= 12 mm; malignant >= 30 mm). A few *subtle* samples (one finding, flagged
+``subtle`` in the truth) show what the models are expected to miss. The seeds come from a fixed,
+ordered scan of ``sample_truth`` (no rendering), so the same code gives the same samples.
+
+For each sample it writes ``NAME.png`` (8-bit), ``NAME.json`` (CaseTruth + reports + rulebook
+treatments) and ``NAME_mask.png`` (bit mask), and ``index.json`` (textbook samples first, each entry with
+``"kind": "textbook" | "subtle"``). Real DICOM comes from pydicom's bundled CT_small.dcm at run time.
 """
 
 from __future__ import annotations
@@ -20,23 +26,60 @@ from PIL import Image
 from model.types import FINDINGS
 
 OUT = Path(__file__).resolve().parents[1] / "assets" / "samples"
+SEEDS = range(10_000, 40_000)  # scanned in order; the first seed that fits wins
 
-#: sample id -> (modality, predicate on the truth, title)
-WANTED = {
-    "cxr_cardiomegaly": ("CXR", lambda t: {"cardiomegaly"} <= _names(t), "CXR phantom: cardiomegaly"),
-    "cxr_effusion": ("CXR", lambda t: {"pleural_effusion"} <= _names(t), "CXR phantom: pleural effusion"),
-    "cxr_nodule": ("CXR", lambda t: {"nodule"} <= _names(t), "CXR phantom: nodule"),
-    "cxr_pneumothorax": ("CXR", lambda t: {"pneumothorax"} <= _names(t), "CXR phantom: pneumothorax"),
-    "cxr_consolidation": ("CXR", lambda t: {"consolidation"} <= _names(t), "CXR phantom: consolidation"),
-    "cxr_normal": ("CXR", lambda t: not t.findings, "CXR phantom: normal"),
-    "ct_malignant": ("CT", lambda t: t.tumour == "malignant", "CT phantom: malignant tumour"),
-    "ct_benign": ("CT", lambda t: t.tumour == "benign", "CT phantom: benign tumour"),
-    "ct_none": ("CT", lambda t: t.tumour == "none", "CT phantom: no tumour"),
+#: finding -> (sample id, title words); the ids of the first nine samples are kept (tests, benchmarks)
+FINDING_SAMPLES = {
+    "cardiomegaly": ("cxr_cardiomegaly", "cardiomegaly"),
+    "pleural_effusion": ("cxr_effusion", "pleural effusion"),
+    "pneumothorax": ("cxr_pneumothorax", "pneumothorax"),
+    "nodule": ("cxr_nodule", "nodule"),
+    "consolidation": ("cxr_consolidation", "consolidation"),
+    "edema": ("cxr_edema", "pulmonary oedema"),
+    "atelectasis": ("cxr_atelectasis", "atelectasis"),
 }
+SUBTLE = ("pleural_effusion", "nodule", "pneumothorax")  # one subtle sample each
+#: a floor above "moderate" where moderate starts at a size hard to see at the models' 128 px input
+CLEAR_MM = {"nodule": 15.0}
 
 
-def _names(truth) -> set[str]:
-    return {f.name for f in truth.findings}
+def _only(truth, name: str):
+    """The truth's single finding if it is ``name`` (CXR), else None."""
+    return truth.findings[0] if len(truth.findings) == 1 and truth.findings[0].name == name else None
+
+
+def _textbook(name: str):
+    def want(truth) -> bool:
+        f = _only(truth, name)
+        if f is None or f.subtle:
+            return False
+        if name == "cardiomegaly":  # the ratio is the whole finding: a big heart, plain to see
+            return f.severity == "severe"
+        return f.severity in ("moderate", "severe") and (f.size_mm or 0.0) >= CLEAR_MM.get(name, 0.0)
+
+    return want
+
+
+def _subtle(name: str):
+    return lambda truth: (f := _only(truth, name)) is not None and f.subtle
+
+
+def _tumour(cls: str, min_mm: float = 0.0):
+    return lambda t: t.tumour == cls and (cls == "none" or t.findings[0].size_mm >= min_mm)
+
+
+#: sample id -> (modality, predicate on the truth, title, kind); index.json keeps this order
+WANTED = {
+    **{sid: ("CXR", _textbook(name), f"CXR phantom: {words}", "textbook")
+       for name, (sid, words) in FINDING_SAMPLES.items()},
+    "cxr_normal": ("CXR", lambda t: not t.findings, "CXR phantom: normal", "textbook"),
+    "ct_none": ("CT", _tumour("none"), "CT phantom: no tumour", "textbook"),
+    "ct_benign": ("CT", _tumour("benign", 12.0), "CT phantom: benign tumour", "textbook"),
+    "ct_malignant": ("CT", _tumour("malignant", 30.0), "CT phantom: malignant tumour", "textbook"),
+    **{f"{FINDING_SAMPLES[name][0]}_subtle": ("CXR", _subtle(name), f"CXR phantom: {FINDING_SAMPLES[name][1]} (subtle)",
+                                             "subtle")
+       for name in SUBTLE},
+}  # fmt: skip
 
 
 def _mask_bits(case, modality: str) -> np.ndarray:
@@ -57,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     index, used = [], set()
-    for sid, (modality, want, title) in WANTED.items():
-        for seed in range(10_000, 12_000):
+    for sid, (modality, want, title, kind) in WANTED.items():
+        for seed in SEEDS:
             truth = sample_truth(np.random.default_rng(seed), modality, sid)
             if (modality, seed) not in used and want(truth):
                 used.add((modality, seed))
@@ -90,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"{sid}.json").write_text(json.dumps(record, indent=1))
         index.append(
             {"id": sid, "title": title, "modality": modality, "image": f"{sid}.png", "truth": f"{sid}.json",
-             "mask": f"{sid}_mask.png", "seed": seed}
+             "mask": f"{sid}_mask.png", "seed": seed, "kind": kind}
         )  # fmt: skip
-        print(f"{sid}: seed {seed}")
+        print(f"{sid}: seed {seed} {[(f.name, f.severity, f.size_mm or f.ratio) for f in truth.findings]}")
     (args.out / "index.json").write_text(json.dumps(index, indent=1))
     return 0
 

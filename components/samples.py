@@ -1,8 +1,10 @@
 """Shipped sample studies (assets/samples) and pydicom's bundled CT_small.dcm.
 
-``assets/samples/index.json`` lists ``{"id", "title", "modality", "image", "truth", "mask"}`` entries
-(written by ``benchmarks/make_samples.py``); ``truth`` is ``CaseTruth.to_dict()`` plus ``"reports"``
-and ``"treatments"``; ``mask`` is a uint8 bit mask (bit i = FINDINGS[i] on CXR, bit 0 = tumour on CT).
+``assets/samples/index.json`` lists ``{"id", "title", "modality", "image", "truth", "mask", "kind"}``
+entries (written by ``benchmarks/make_samples.py``); ``truth`` is ``CaseTruth.to_dict()`` plus
+``"reports"`` and ``"treatments"``; ``mask`` is a uint8 bit mask (bit i = FINDINGS[i] on CXR, bit 0 =
+tumour on CT). ``kind`` is ``"textbook"`` (one clear finding, tumour class or a normal study) or
+``"subtle"`` (a finding below the phantoms' subtle sizes); an entry without one counts as textbook.
 """
 
 from __future__ import annotations
@@ -32,20 +34,30 @@ class Sample:
     treatments: list[dict] | None = None  # ground-truth rulebook suggestions
     masks: dict[str, np.ndarray] | None = None  # finding (or "tumour") -> bool mask
     modality: str | None = None  # "CXR" | "CT" for plain images (a PNG does not say); None = from the file
+    kind: str = "textbook"  # "textbook" | "subtle" (phantoms); real DICOM counts as textbook
 
 
 @st.cache_data(show_spinner=False)
 def list_samples() -> dict[str, str]:
-    """Sample id -> title, phantoms first, then real DICOM."""
+    """Sample id -> title: textbook phantoms, real DICOM, then the subtle phantoms (titled "(subtle)").
+
+    Textbook cases come first so that the default study is one a reader can check by eye; the subtle ones
+    are last and say so, since the models are expected to miss some of them (issue 10).
+    """
     out: dict[str, str] = {}
+    subtle: dict[str, str] = {}
     index = SAMPLES_DIR / "index.json"
     if index.exists():
         for entry in json.loads(index.read_text()):
-            out[entry["id"]] = entry["title"]
+            if entry.get("kind") == "subtle":
+                title = entry["title"]
+                subtle[entry["id"]] = title if "subtle" in title.lower() else f"{title} (subtle)"
+            else:
+                out[entry["id"]] = entry["title"]
     for sid, (fname, title) in PYDICOM_SAMPLES.items():
         if _pydicom_path(fname):
             out[sid] = title
-    return out
+    return out | subtle
 
 
 def _pydicom_path(fname: str) -> str | None:
@@ -93,4 +105,5 @@ def load_sample(sample_id: str) -> Sample:
         treatments=(truth_d or {}).get("treatments"),
         masks=masks,
         modality=entry.get("modality"),
+        kind=entry.get("kind", "textbook"),
     )

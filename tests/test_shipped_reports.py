@@ -4,7 +4,8 @@ Golden: tests/golden/shipped_reports.json, recorded by benchmarks/record_shipped
 ``transformers.GPT2LMHeadModel`` as the decoder, before the in-house GPT-2 (model/networks/gpt2.py)
 replaced it: on every shipped sample, the same words under greedy (three detail levels), beam (3 beams;
 6 beams with length penalty 2) and seeded sampling, each word's probability within 1e-4, and the
-teacher-forced next-token maxima within 1e-4. Re-record only when the shipped weights change on purpose.
+teacher-forced next-token maxima within 1e-4. Re-record only when the shipped weights or the samples change
+on purpose (issue 10 item 7 regenerated the samples; see the recorder's docstring for what was recorded how).
 """
 
 from __future__ import annotations
