@@ -51,3 +51,19 @@ def test_full_profile_names_what_the_shipped_teacher_used():
     budget = p.pretrain_budget_s + p.teacher_budget_s + p.teacher_feature_budget_s
     assert budget <= 150 * 60  # issue 10: the shipped teacher trains at most 150 minutes
     assert PROFILES["fast"].with_overrides(["teacher_repeat=phantom_ct=2"]).teacher_repeat == "phantom_ct=2"
+
+
+def test_a_partial_rerun_keeps_the_runs_record(tmp_path):
+    """``--reuse --only ...`` (e.g. a later ``--install``) adds to OUT/pipeline.json, never erases the
+    stages the training run recorded."""
+    import json
+
+    from model.cli import main
+
+    (tmp_path / "pipeline.json").write_text(
+        json.dumps({"command": "meddistill pipeline --out X", "stages": {"teacher": {"wall_s": 2909.5}}})
+    )
+    assert main(["pipeline", "--fast", "--out", str(tmp_path), "--reuse", "--no-real", "--only", "--quiet"]) == 0
+    doc = json.loads((tmp_path / "pipeline.json").read_text())
+    assert doc["stages"]["teacher"] == {"wall_s": 2909.5}
+    assert doc["earlier_commands"] == ["meddistill pipeline --out X"]

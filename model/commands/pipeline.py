@@ -168,6 +168,13 @@ def main(args) -> int:
         "stages": {},
     }
     doc_path = out / "pipeline.json"
+    if args.reuse and doc_path.is_file():  # a resumed or partial run (--only) adds to the record, never erases it
+        try:
+            before = json.loads(doc_path.read_text())
+            record["stages"] = dict(before.get("stages", {}))
+            record["earlier_commands"] = [*before.get("earlier_commands", []), before.get("command")]
+        except (json.JSONDecodeError, AttributeError):
+            pass
 
     def save():
         doc_path.write_text(json.dumps(record, indent=2, default=str))
@@ -175,8 +182,8 @@ def main(args) -> int:
     def stage(name: str, fn, skip: bool = False):
         if args.only is not None and name not in args.only:
             return None
-        if skip:
-            record["stages"][name] = {"skipped": "output exists (--reuse)"}
+        if skip:  # keep what the run that made the output recorded
+            record["stages"][name] = {**record["stages"].get(name, {}), "skipped": "output exists (--reuse)"}
             save()
             return None
         print(f"\n=== pipeline stage: {name} ===", flush=True)
