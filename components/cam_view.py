@@ -61,7 +61,7 @@ def _target_label(target: str, preds: dict[str, Prediction]) -> str:
 def cam_controls_ui(
     study: Study, preds: dict[str, Prediction], key: str, methods: tuple[str, ...] | None = None
 ) -> tuple[str, str, float]:
-    from model.explain.gradcam import CAM_METHODS, DEFAULT_CAM_METHOD, list_targets
+    from model.explain.gradcam import CAM_METHODS, DEFAULT_CAM_METHOD, FALLBACK_CAM_METHOD, list_targets
 
     methods = methods or CAM_METHODS
 
@@ -73,7 +73,9 @@ def cam_controls_ui(
     c1, c2, c3 = st.columns([2, 1, 1])
     target = c1.selectbox("Explain", targets, format_func=lambda t: _target_label(t, preds), key=tkey)
     if st.session_state.get("cam_method") not in methods:
-        st.session_state["cam_method"] = DEFAULT_CAM_METHOD if DEFAULT_CAM_METHOD in methods else methods[0]
+        st.session_state["cam_method"] = next(
+            m for m in (DEFAULT_CAM_METHOD, FALLBACK_CAM_METHOD, *methods) if m in methods
+        )
     note = cam_default_note()
     method = c2.selectbox("Method", methods, key="cam_method", help=note)
     alpha = c3.slider("Overlay opacity", 0.0, 1.0, 0.45, step=0.05, key="cam_alpha")

@@ -53,8 +53,14 @@ def _cam_target(sample, masks: dict, teacher_run: scoring.ModelRun, i: int) -> s
 
 def _localize(predictors, section: Section, cfg: EvalConfig, ref: str) -> tuple[dict, list, dict]:
     """Pointing game / IoU per model, teacher-student map agreement, per-case heat-map summaries."""
-    from model.explain.gradcam import explain
+    from model.explain.gradcam import FALLBACK_CAM_METHOD, explain, methods_for
 
+    # a model without a lesion map (an older checkpoint) falls back to a Grad-CAM method: recorded per model
+    method = {
+        m: cfg.cam_method if cfg.cam_method in methods_for(p.model) else FALLBACK_CAM_METHOD
+        for m, p in predictors.items()
+    }
+    used_layer: dict[str, str | None] = {m: None for m in predictors}  # the lesion map sits on the last stage
     n = len(section.samples) if cfg.cam_limit is None else min(cfg.cam_limit, len(section.samples))
     per_case: list[dict | None] = [None] * len(section.samples)
     hits = {m: [] for m in predictors}
@@ -71,11 +77,12 @@ def _localize(predictors, section: Section, cfg: EvalConfig, ref: str) -> tuple[
         maps, rec = {}, {"target": target, "models": {}}
         for m, predictor in predictors.items():
             expl = explain(
-                predictor, study, target, method=cfg.cam_method, context=sample.context, layer=cfg.cam_layer
+                predictor, study, target, method=method[m], context=sample.context, layer=cfg.cam_layer
             )
             maps[m] = expl.heatmap
             summary = localization.heatmap_summary(expl.heatmap, mask, cfg.iou_rule)
             summary["flat"], summary["layer"] = expl.flat, expl.layer
+            used_layer[m] = expl.layer
             flats[m].append(expl.flat)
             if expl.flat and summary["hit"] is not None:  # a flat map points nowhere (issue 10)
                 summary["hit"], summary["iou"] = False, 0.0
@@ -95,8 +102,8 @@ def _localize(predictors, section: Section, cfg: EvalConfig, ref: str) -> tuple[
             "iou": float(np.nanmean(ious[m])) if ious[m] else None,
             "n": len(hits[m]),
             "flat_rate": float(np.mean(flats[m])) if flats[m] else None,
-            "layer": cfg.cam_layer or default_cam_layer(predictors[m].model),
-            "method": cfg.cam_method,
+            "layer": used_layer[m] or cfg.cam_layer or default_cam_layer(predictors[m].model),
+            "method": method[m],
         }
         for m in predictors
     }
