@@ -19,14 +19,16 @@ CAM_WIDTH = 400  # px per overlay
 
 
 def cam_default_note() -> str:
-    from model.explain.gradcam import DEFAULT_CAM_LAYER, DEFAULT_CAM_METHOD, LESION_METHOD
+    from model.explain.gradcam import DEFAULT_CAM_LAYER, DEFAULT_CAM_METHOD, FALLBACK_CAM_METHOD
 
     return (
-        f"Default: {DEFAULT_CAM_METHOD} on the teacher's {DEFAULT_CAM_LAYER['resnet50']} and the student's "
-        f"{DEFAULT_CAM_LAYER['mobilenet_v3_small']}, the best pointing game on the validation phantoms "
-        f'(benchmarks/results/cam.md). "{LESION_METHOD}" is not a Grad-CAM: it is the model\'s own lesion map, '
-        "the one its heads pool from (models trained with a lesion head only). Treat every map as a hint, "
-        "not a segmentation."
+        f'Default: "{DEFAULT_CAM_METHOD}", the model\'s own lesion map (the map its heads pool from, trained on '
+        "the phantoms' lesion masks; models with a lesion head only, else "
+        f"{FALLBACK_CAM_METHOD}). It had the best pointing game on the validation phantoms "
+        "(benchmarks/results/cam.md), yet points at the lesion in only half the teacher's cases and a quarter of "
+        "the student's. The Grad-CAM methods run on the teacher's "
+        f"{DEFAULT_CAM_LAYER['resnet50']} and the student's {DEFAULT_CAM_LAYER['mobilenet_v3_small']} "
+        "(stride 16). Treat every map as a hint, not a segmentation."
     )
 
 
