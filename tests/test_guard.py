@@ -230,3 +230,21 @@ def test_train_guard_is_deterministic_and_loadable(tmp_path):
         "CT",
         "neither",
     }
+
+
+def test_clean_phantoms_for_the_ood_probes_are_plain_deterministic_and_split(monkeypatch):
+    """The OOD probes also fit and calibrate on plain phantoms (as the training set renders them): augmented
+    positives alone left a probe flagging half the plain CT test phantoms."""
+    from model.data.phantom import make_case
+    from model.guard import ood
+
+    monkeypatch.setattr(ood, "CLEAN_PHANTOMS", {"train": 2, "calib": 2})
+    tr, tr_labels = ood.clean_phantoms("train")
+    ca, _ = ood.clean_phantoms("calib")
+    assert [s.modality for s in tr] == ["CXR", "CXR", "CT", "CT"] and tr_labels.tolist() == [0, 0, 1, 1]
+    assert all(s.pixels.shape == (256, 256) and s.pixels.dtype == np.float32 for s in tr + ca)
+    again, _ = ood.clean_phantoms("train")
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(tr, again, strict=True))
+    assert not any(np.array_equal(a.pixels, b.pixels) for a in tr for b in ca)
+    first = make_case(ood.CLEAN_PHANTOM_SEED, "CXR", size=256).image  # no augmentation, no re-encoding
+    assert np.array_equal(tr[0].pixels, first.astype(np.float32))

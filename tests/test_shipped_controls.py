@@ -86,12 +86,13 @@ def test_beam_search_changes_the_teacher_report(models, studies):
 
 
 def test_number_of_beams_can_change_the_report(models, studies):
-    """Beams 2 -> 6 change the teacher's report; the distilled student is too peaked for beams to change
-    its report on the shipped samples (the control's help says so; benchmarks/results/decoding.json)."""
+    """Beams 2 -> 6 change the teacher's report; beam search changes the 160 px student's report too
+    (the 128 px student's decoder was too peaked for it), though its 2, 3 and 6 beams agree here
+    (benchmarks/results/decoding.json)."""
     teacher, student, study = models["teacher"], models["student"], studies["cxr_effusion"]
     wide, narrow = (ReportStyle(decoding="beam", num_beams=k) for k in (6, 2))
     assert teacher.predict(study, style=narrow).report != teacher.predict(study, style=wide).report
-    assert student.predict(study, style=wide).report == student.predict(study).report
+    assert student.predict(study, style=wide).report != student.predict(study).report
 
 
 def test_length_penalty_changes_the_report_length(models, studies):

@@ -146,6 +146,29 @@ def served_modalities(probs: np.ndarray, claims: list[str | None]) -> list[str]:
     return [c if c in MODALITIES else str(d) for c, d in zip(claims, chest, strict=True)]
 
 
+#: clean phantoms (rendered as the training set renders them, no augmentation, no re-encoding) added to each
+#: probe's positives: the augmented positives alone left the v9 student's CT probe flagging 41-54% of the
+#: test split's plain CT phantoms (calibrated at 2% on augmented ones). Seeds far from every other range.
+CLEAN_PHANTOM_SEED = 7_700_000
+CLEAN_PHANTOMS = {"train": 60, "calib": 60}  # per modality
+
+
+def clean_phantoms(split: str) -> tuple[list, np.ndarray]:
+    """(studies, modality index per study): plain 256 px phantoms of each modality for ``split``."""
+    from model.data.phantom import make_case
+    from model.types import Study
+
+    n = CLEAN_PHANTOMS[split]
+    base = CLEAN_PHANTOM_SEED + (0 if split == "train" else 100_000)
+    studies, labels = [], []
+    for mi, m in enumerate(MODALITIES):
+        for i in range(n):
+            img = make_case(base + 10_000 * mi + i, m, size=256).image.astype(np.float32)
+            studies.append(Study(pixels=img, modality=m))
+            labels.append(mi)
+    return studies, np.asarray(labels)
+
+
 def fit_probes(net, guard_cfg: dict, cfg, train, calib, out: Path, log=print) -> dict:
     """Fit, calibrate and save one probe file per shipped model; returns the config's "ood" section."""
     from safetensors.torch import save_file
@@ -171,6 +194,8 @@ def fit_probes(net, guard_cfg: dict, cfg, train, calib, out: Path, log=print) ->
     calib_probs = predict_probs(net, calib)
     calib_served = served_modalities(calib_probs, calib.claims)
     fam_calib = np.asarray(calib.families)
+    clean_tr, clean_tr_labels = clean_phantoms("train")
+    clean_ca, clean_ca_labels = clean_phantoms("calib")
     for model_id in cfg.ood_models:
         d = shipped_checkpoint(model_id)
         if not (d / "model.safetensors").is_file():
@@ -178,17 +203,22 @@ def fit_probes(net, guard_cfg: dict, cfg, train, calib, out: Path, log=print) ->
         predictor = Predictor.from_dir(d)
         xtr = model_features(predictor, sub_studies)
         xca = model_features(predictor, calib.studies)
+        xtr_clean = model_features(predictor, clean_tr)
+        xca_clean = model_features(predictor, clean_ca)
         tensors, thresholds, report = {}, {}, {}
         for mi, m in enumerate(MODALITIES):
             pos_tr = np.isin(sub_fams, list(POSITIVE_FAMILIES)) & (sub_labels == mi)
             y = (~pos_tr).astype(np.float64)  # 1 = out of distribution for modality m
-            params = fit_logistic(xtr, y)
+            y_clean = (clean_tr_labels != mi).astype(np.float64)
+            params = fit_logistic(np.concatenate([xtr, xtr_clean]), np.concatenate([y, y_clean]))
             for k, v in params.items():
                 tensors[f"{m}.{k}"] = v.contiguous()
             served = np.asarray(calib_served) == m
             s = probe_scores(params, xca)
             pos_ca = served & np.isin(fam_calib, list(POSITIVE_FAMILIES)) & (calib.labels == mi)
-            thresholds[m] = float(np.quantile(s[pos_ca], 1 - TARGET_FPR)) if pos_ca.any() else 0.0
+            s_clean = probe_scores(params, xca_clean)[clean_ca_labels == mi]
+            pos_scores = np.concatenate([s[pos_ca], s_clean])
+            thresholds[m] = float(np.quantile(pos_scores, 1 - TARGET_FPR)) if pos_scores.size else 0.0
             fams = {}
             for fam in sorted(set(calib.families) - set(POSITIVE_FAMILIES)):
                 neg = served & (fam_calib == fam)
@@ -204,6 +234,8 @@ def fit_probes(net, guard_cfg: dict, cfg, train, calib, out: Path, log=print) ->
             report[m] = {
                 "positives_flagged": round(float((s[pos_ca] > thresholds[m]).mean()), 4),
                 "n_positives": int(pos_ca.sum()),
+                "clean_phantoms_flagged": round(float((s_clean > thresholds[m]).mean()), 4),
+                "n_clean_phantoms": int(s_clean.size),
                 "families": fams,
             }
         save_file(tensors, str(probe_path(out, model_id)))
