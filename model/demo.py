@@ -14,15 +14,20 @@ DEMO_PRESETS: dict[str, str] = {"teacher": "tiny-teacher", "student": "tiny-stud
 DEMO_TRAINING_DATA = "none: untrained demo weights (random initialisation)"
 
 
+DEMO_SEED = 0  # the demo models' weights: seed + position in the presets
+
+
 def build_demo_checkpoints(out_dir: Path, presets: dict[str, str] | None = None) -> dict[str, Path]:
     """Random-weight checkpoints ``out_dir/MODEL_ID`` for each ``presets`` entry (default ``DEMO_PRESETS``),
     sharing one word tokenizer trained on phantom reports; returns model id -> checkpoint dir."""
+    import torch
+
     from model.checkpoints import save_checkpoint
     from model.networks import TINY_PRESETS, build_model, build_tokenizer
 
     tokenizer = build_tokenizer(demo_texts())
     dirs = {}
-    for model_id, preset in (presets or DEMO_PRESETS).items():
+    for i, (model_id, preset) in enumerate((presets or DEMO_PRESETS).items()):
         cfg = dataclasses.replace(TINY_PRESETS[preset], vocab_size=len(tokenizer))
         card = {
             "model_id": model_id,
@@ -31,7 +36,12 @@ def build_demo_checkpoints(out_dir: Path, presets: dict[str, str] | None = None)
             "untrained": True,
         }
         dirs[model_id] = Path(out_dir) / model_id
-        save_checkpoint(dirs[model_id], build_model(cfg), tokenizer, card, {})
+        # seeded, without touching the caller's RNG: the weights (so the demo reports) used to depend on
+        # whatever ran before, and a report of punctuation only made the review tests fail now and then
+        with torch.random.fork_rng():
+            torch.manual_seed(DEMO_SEED + i)
+            model = build_model(cfg)
+        save_checkpoint(dirs[model_id], model, tokenizer, card, {})
     return dirs
 
 

@@ -29,3 +29,26 @@ def test_other_presets_by_name_and_unknown_names_refused(tmp_path):
     )
     with pytest.raises(KeyError):
         build_demo_checkpoints(tmp_path / "x", {"teacher": "no-such-preset"})
+
+
+def test_demo_weights_do_not_depend_on_what_ran_before(tmp_path):
+    """Seeded per model, the caller's RNG untouched: the demo reports (which the review tests save) used to
+    depend on the global torch RNG, and now and then the demo teacher wrote a report of punctuation only."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.manual_seed(1)
+    a = build_demo_checkpoints(tmp_path / "a")
+    state = torch.random.get_rng_state()
+    torch.rand(1000)  # another test's draws
+    b = build_demo_checkpoints(tmp_path / "b")
+    for m in DEMO_PRESETS:
+        wa, wb = load_file(a[m] / "model.safetensors"), load_file(b[m] / "model.safetensors")
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    torch.random.set_rng_state(state)
+    torch.rand(1000)
+    build_demo_checkpoints(tmp_path / "c")
+    after = torch.rand(1)
+    torch.random.set_rng_state(state)
+    torch.rand(1000)
+    assert torch.equal(after, torch.rand(1))  # building left the global stream where it was
