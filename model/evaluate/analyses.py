@@ -53,13 +53,10 @@ def _cam_target(sample, masks: dict, teacher_run: scoring.ModelRun, i: int) -> s
 
 def _localize(predictors, section: Section, cfg: EvalConfig, ref: str) -> tuple[dict, list, dict]:
     """Pointing game / IoU per model, teacher-student map agreement, per-case heat-map summaries."""
-    from model.explain.gradcam import FALLBACK_CAM_METHOD, explain, methods_for
+    from model.explain.gradcam import default_method_for, explain
 
     # a model without a lesion map (an older checkpoint) falls back to a Grad-CAM method: recorded per model
-    method = {
-        m: cfg.cam_method if cfg.cam_method in methods_for(p.model) else FALLBACK_CAM_METHOD
-        for m, p in predictors.items()
-    }
+    method = {m: default_method_for(p.model, cfg.cam_method) for m, p in predictors.items()}
     used_layer: dict[str, str | None] = {m: None for m in predictors}  # the lesion map sits on the last stage
     n = len(section.samples) if cfg.cam_limit is None else min(cfg.cam_limit, len(section.samples))
     per_case: list[dict | None] = [None] * len(section.samples)

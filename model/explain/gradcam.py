@@ -106,9 +106,9 @@ def methods_for(model) -> tuple[str, ...]:
     return CAM_METHODS if has_lesion_map(model) else tuple(m for m in CAM_METHODS if m != LESION_METHOD)
 
 
-def default_method_for(model) -> str:
-    """``DEFAULT_CAM_METHOD`` when the model offers it, else ``FALLBACK_CAM_METHOD``."""
-    return DEFAULT_CAM_METHOD if DEFAULT_CAM_METHOD in methods_for(model) else FALLBACK_CAM_METHOD
+def default_method_for(model, wanted: str = DEFAULT_CAM_METHOD) -> str:
+    """``wanted`` when the model offers it, else ``FALLBACK_CAM_METHOD`` (a model without a lesion map)."""
+    return wanted if wanted in methods_for(model) else FALLBACK_CAM_METHOD
 
 
 def is_flat(heatmap: np.ndarray) -> bool:
@@ -367,15 +367,11 @@ def explain(
                 LogitTarget(TUMOUR_CLASSES.index(name)),
             )
         else:
-            spans = sentence_spans(list(tokens))
-            i = int(name)
-            if not 0 <= i < len(spans):
-                raise ValueError(f"The report has {len(spans)} sentences; sentence:{i} does not exist")
+            a, b = _sentence_span(tokens, name)
             ids, positions = _sequence(predictor, study, tokens, style.detail)
-            a, b = spans[i]
             b = min(b, len(positions))  # the decoder's max_len may have cut the report
             if a >= b:
-                raise ValueError(f"sentence:{i} lies beyond the decoder's maximum length")
+                raise ValueError(f"sentence:{name} lies beyond the decoder's maximum length")
             wrapper = _ScoreModule(predictor.model, "tokens", ctx, ids, positions, layer=layer)
             cam_target = SentenceTarget(a, b)
 
@@ -397,6 +393,15 @@ def explain(
     return Explanation(heatmap=heat, target=target, method=method, score=score, flat=flat, layer=layer)
 
 
+def _sentence_span(tokens: Sequence[str] | None, name: str) -> tuple[int, int]:
+    """(start, end) token indices of report sentence ``name`` (``sentence:I``'s I); a clear error when absent."""
+    spans = sentence_spans(list(tokens or ()))
+    i = int(name)
+    if not 0 <= i < len(spans):
+        raise ValueError(f"The report has {len(spans)} sentences; sentence:{i} does not exist")
+    return spans[i]
+
+
 def _lesion_channel(kind: str, name: str, tokens: Sequence[str] | None) -> str | None:
     """Which ``LESION_CHANNELS`` map explains a target; None when no lesion is named (tumour:none, or a
     sentence that states no finding). A sentence is read by the report labeler: its first positive
@@ -413,11 +418,7 @@ def _lesion_channel(kind: str, name: str, tokens: Sequence[str] | None) -> str |
         return None if name == TUMOUR_CLASSES[0] else "tumour"
     from model.data.labeler import label_report
 
-    spans = sentence_spans(list(tokens or ()))
-    i = int(name)
-    if not 0 <= i < len(spans):
-        raise ValueError(f"The report has {len(spans)} sentences; sentence:{i} does not exist")
-    a, b = spans[i]
+    a, b = _sentence_span(tokens, name)
     labels = label_report(detokenize(list(tokens)[a:b]))
     for channel in LESION_CHANNELS:
         keys = ("tumour_benign", "tumour_malignant") if channel == "tumour" else (channel,)
