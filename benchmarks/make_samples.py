@@ -39,7 +39,7 @@ FINDING_SAMPLES = {
     "atelectasis": ("cxr_atelectasis", "atelectasis"),
 }
 SUBTLE = ("pleural_effusion", "nodule", "pneumothorax")  # one subtle sample each
-#: a floor above "moderate" where moderate starts at a size hard to see at the models' 128 px input
+#: a floor above "moderate" where moderate starts at a size hard to see at the models' input size
 CLEAR_MM = {"nodule": 15.0}
 
 

@@ -34,7 +34,6 @@ class Sample:
     treatments: list[dict] | None = None  # ground-truth rulebook suggestions
     masks: dict[str, np.ndarray] | None = None  # finding (or "tumour") -> bool mask
     modality: str | None = None  # "CXR" | "CT" for plain images (a PNG does not say); None = from the file
-    kind: str = "textbook"  # "textbook" | "subtle" (phantoms); real DICOM counts as textbook
 
 
 @st.cache_data(show_spinner=False)
@@ -105,5 +104,4 @@ def load_sample(sample_id: str) -> Sample:
         treatments=(truth_d or {}).get("treatments"),
         masks=masks,
         modality=entry.get("modality"),
-        kind=entry.get("kind", "textbook"),
     )
