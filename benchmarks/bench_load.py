@@ -83,6 +83,27 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every process on the machine has spent busy (all cores; /proc/stat)."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def browser_cpu_s() -> float:
+    """CPU seconds of every Chromium process now running (the benchmark's own clients)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if "chrom" in (d / "comm").read_text():
+                total += cpu_s(int(d.name))
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+    return total
+
+
 def is_local(url: str) -> bool:
     u = urlparse(url)
     return u.scheme in ("data", "blob", "about") or u.hostname in ("127.0.0.1", "localhost", "::1")
@@ -173,12 +194,13 @@ async def run(args, tmp: Path) -> dict:
             first_pages = time.perf_counter() - t
             files = upload_images(args.sessions, tmp)  # fresh images: no cache hit
             load_before = [round(x, 2) for x in os.getloadavg()]
-            c = cpu_s(proc.pid)
+            c, m, b = cpu_s(proc.pid), machine_busy_s(), browser_cpu_s()
             t = time.perf_counter()
             per = await asyncio.gather(
                 *(upload_and_wait(p, f, t) for (_, p), f in zip(sessions, files, strict=True))
             )
             server_cpu = cpu_s(proc.pid) - c
+            machine_cpu, browser_cpu = machine_busy_s() - m, browser_cpu_s() - b
             rendered = [r["rendered_s"] for r in per]
             result["concurrent"] = {
                 "sessions": args.sessions,
@@ -190,6 +212,10 @@ async def run(args, tmp: Path) -> dict:
                 # what the server itself spent (the browsers share the cores too): load-independent
                 "server_cpu_s_per_session": round(server_cpu / args.sessions, 2),
                 "server_cpu_s_total": round(server_cpu, 2),
+                # where the cores went until every session was idle: the browsers' own rendering
+                # competes with the server on the same cores
+                "browser_cpu_s_total": round(browser_cpu, 2),
+                "machine_busy_cpu_s": round(machine_cpu, 2),
                 "load_avg_before": load_before,
                 "load_avg_after": [round(x, 2) for x in os.getloadavg()],
             }

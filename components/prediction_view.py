@@ -88,15 +88,30 @@ def render_report(pred: Prediction, divergence=None, threshold: float = 0.15, so
         st.text(pred.report)
 
 
-def render_findings(pred: Prediction, truth: CaseTruth | None = None) -> None:
+def findings_html(pred: Prediction, truth: CaseTruth | None = None) -> str:
+    """Every finding's probability as a labelled bar, in one HTML block (escaped text only): one element
+    instead of seven progress bars per model, so the browser redraws less on every upload."""
     present = set() if truth is None else {f.name for f in truth.findings}
-    st.markdown("**Findings** (probability)")
+    rows = []
     for name in FINDINGS:
-        p = float(pred.findings.get(name, 0.0))
+        p = min(max(float(pred.findings.get(name, 0.0)), 0.0), 1.0)
         mark = ""
         if truth is not None and truth.modality == "CXR":
             mark = " · truth: present" if name in present else " · truth: absent"
-        st.progress(min(max(p, 0.0), 1.0), text=f"{FINDING_LABELS[name]}: {p:.2f}{mark}")
+        label = html.escape(f"{FINDING_LABELS[name]}: {p:.2f}{mark}")
+        rows.append(
+            f'<div class="md-finding" style="margin:0 0 .55rem 0;font-size:.875rem;">{label}'
+            f'<div role="meter" aria-valuemin="0" aria-valuemax="1" aria-valuenow="{p:.2f}" '
+            f'aria-label="{label}" style="height:.4rem;border-radius:.2rem;background:rgba(151,166,195,.25);'
+            f'margin-top:.2rem;"><div style="width:{100 * p:.1f}%;height:100%;border-radius:.2rem;'
+            f'background:#1c83e1;"></div></div></div>'
+        )
+    return '<div class="md-findings">' + "".join(rows) + "</div>"
+
+
+def render_findings(pred: Prediction, truth: CaseTruth | None = None) -> None:
+    st.markdown("**Findings** (probability)")
+    st.html(findings_html(pred, truth))
 
 
 def render_tumour(pred: Prediction, truth: CaseTruth | None = None) -> None:
@@ -131,10 +146,13 @@ def render_treatments(pred: Prediction) -> None:
             "the rulebook for this model's findings."
         )
     with st.expander(f"Other suggestions ({len(others)}): below {TREATMENT_THRESHOLD:.2f} or not supported"):
-        for t in others:
+        if others:  # one element for the list: less for the browser to redraw on every upload
             st.markdown(
-                f"- {TREATMENT_LABELS.get(t.name, t.name)} ({t.probability:.2f})  \n"
-                f"  <small>{html.escape(t.reason)}</small>",
+                "\n".join(
+                    f"- {TREATMENT_LABELS.get(t.name, t.name)} ({t.probability:.2f})  \n"
+                    f"  <small>{html.escape(t.reason)}</small>"
+                    for t in others
+                ),
                 unsafe_allow_html=True,
             )
 

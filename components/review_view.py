@@ -94,47 +94,69 @@ def _store_message(err: BaseException) -> str:
     return md(err) if isinstance(err, StoreError) else md_error(err, "the review store")
 
 
+#: whether "Review this case" starts open (tests open it; users open it when they want to review)
+REVIEW_OPEN_AT_START = False
+
 # ----------------------------------------------------------------------------------------------
 # Labels
 
 
-def labels_ui(modality: str, base: ReportLabels, key: str) -> tuple[ReportLabels, tuple[FindingCall, ...]]:
+def labels_ui(
+    modality: str, base: ReportLabels, key: str, kept: dict | None = None
+) -> tuple[ReportLabels, tuple[FindingCall, ...]]:
     """Present / absent per finding (side and severity where they apply) or the CT tumour class; starts
-    from ``base`` (the teacher's heads). Returns the labels reports are written from and the calls."""
+    from ``base`` (the teacher's heads), or from ``kept`` (widget key -> value: what the reviewer had set
+    before the panel was closed, when Streamlit dropped the widgets' own state). Returns the labels reports
+    are written from and the calls; ``kept`` is updated with the values now shown."""
+    kept = {} if kept is None else kept
+
+    def start(wkey: str, default):
+        return kept.get(wkey, default) if wkey not in st.session_state else default
+
     if modality == "CT":
+        wkey = f"{key}_tumour"
         tumour = st.radio(
             "Tumour class",
             TUMOUR_CLASSES,
-            index=TUMOUR_CLASSES.index(base.tumour or "none"),
+            index=TUMOUR_CLASSES.index(start(wkey, base.tumour or "none")),
             horizontal=True,
-            key=f"{key}_tumour",
+            key=wkey,
         )
+        kept[wkey] = tumour
         return base.with_tumour(tumour), ()
     calls = []
     for name in FINDINGS:
         c1, c2, c3 = st.columns([1.4, 1, 1])
-        present = c1.toggle(FINDING_LABELS[name], value=name in base.present, key=f"{key}_f_{name}")
+        fkey = f"{key}_f_{name}"
+        present = c1.toggle(FINDING_LABELS[name], value=bool(start(fkey, name in base.present)), key=fkey)
+        kept[fkey] = present
         side = severity = None
         if name in SIDE_APPLIES:
+            skey = f"{key}_side_{name}"
+            was = start(skey, None)
             side = c2.selectbox(
                 "Side",
                 SIDES,
-                index=None,
-                key=f"{key}_side_{name}",
+                index=SIDES.index(was) if was in SIDES else None,
+                key=skey,
                 disabled=not present,
                 placeholder="side",
                 label_visibility="collapsed",
             )
+            kept[skey] = side
         if name in SEVERITY_APPLIES:
+            vkey = f"{key}_sev_{name}"
+            was = start(vkey, None)
             severity = c3.selectbox(
                 "Severity",
                 SEVERITIES,
-                index=None,
-                key=f"{key}_sev_{name}",
+                index=SEVERITIES.index(was) if was in SEVERITIES else None,
+                key=vkey,
                 disabled=not present,
                 placeholder="severity",
                 label_visibility="collapsed",
             )
+            kept[vkey] = severity
         calls.append(FindingCall(name, present, side if present else None, severity if present else None))
     labels = ReportLabels("CXR", present=tuple(c.name for c in calls if c.present))
     return labels, tuple(calls)
@@ -176,13 +198,28 @@ def render_review_panel(
     badge = st.container()  # filled last: a save in this run shows at once
     teacher = ms.predictors["teacher"]
     base = ReportLabels.from_prediction(preds["teacher"], teacher.finding_thresholds)
-    with st.expander("Review this case", expanded=False, icon=":material/rate_review:"):
+    # A stateful expander: while it is closed nothing inside is drawn or sent, so the page a browser renders
+    # on every upload is lighter (a quarter less browser CPU per upload, benchmarks/bench_load.py); what the
+    # reviewer set lives on in plain session keys (widgets drop their state in runs that do not draw them).
+    panel = st.expander(
+        "Review this case",
+        expanded=REVIEW_OPEN_AT_START,
+        key=f"{key}_open",
+        on_change="rerun",
+        icon=":material/rate_review:",
+    )
+    if not panel.open:
+        with badge:
+            render_reviewed_badge(store, image_sha)
+        return
+    kept = st.session_state.setdefault(f"{key}_kept", {})
+    with panel:
         st.caption(
             "Mark what you see; both models rewrite their reports from your labels (the decoder is "
             "label-conditioned). Start from the teacher's calls. Side and severity are saved with the "
             "review; the reports are conditioned on presence only."
         )
-        labels, calls = labels_ui(study.modality, base, key)
+        labels, calls = labels_ui(study.modality, base, key, kept)
         edited = labels != base
         reports = {m: preds[m].report for m in ROLES}
         if edited:
@@ -207,7 +244,11 @@ def render_review_panel(
                     st.caption(f":material/timer: {regen.latency_ms['total']:.0f} ms · {version_text(ms)}")
         reports = _more_detail_ui(ms, study, study_key, labels, context, reports, key)
         text = _draft_ui(reports["teacher"], key)
-        note = st.text_area("Note (optional)", key=f"{key}_note", max_chars=None, height=80)
+        note_key = f"{key}_note"
+        if note_key not in st.session_state and kept.get(note_key):
+            st.session_state[note_key] = kept[note_key]  # no default value given: restoring it is allowed
+        note = st.text_area("Note (optional)", key=note_key, max_chars=None, height=80)
+        kept[note_key] = note
         draft = ReviewDraft(study.modality, calls, labels.tumour, text, note)
         if store_problem:
             st.error(f"Reviews cannot be saved right now: {md(store_problem)}", icon=":material/database:")

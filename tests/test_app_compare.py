@@ -51,6 +51,32 @@ def test_compare_default_sample_renders_both_reports_and_overlays(app):
     assert any("Student" in h.value for h in app.subheader)
 
 
+def test_findings_are_one_block_per_model_with_every_probability_and_the_truth(app):
+    app.run()
+    assert not app.exception
+    blocks = [b for b in _html_bodies(app) if "md-findings" in b]
+    assert len(blocks) == 2  # one element per model, not seven progress bars
+    from model.types import FINDING_LABELS
+
+    for b in blocks:
+        assert all(f"{label}: " in b for label in FINDING_LABELS.values())
+        assert b.count('role="meter"') == len(FINDING_LABELS)
+        assert "truth: present" in b  # the default sample is an abnormal phantom
+
+
+def test_findings_html_escapes_and_clamps():
+    from model.types import FINDINGS, Prediction
+    from components.prediction_view import findings_html
+
+    pred = Prediction(
+        model_id="m", modality="CXR", findings={FINDINGS[0]: 1.7, FINDINGS[1]: -0.2}, tumour={},
+        treatments=[], report="", tokens=[], token_probs=[], latency_ms={}, ood_score=0.0, ood_flag=False,
+    )  # fmt: skip
+    out = findings_html(pred)
+    assert 'aria-valuenow="1.00"' in out and "width:100.0%" in out and "width:0.0%" in out
+    assert "<script" not in out and "truth:" not in out
+
+
 def test_upload_png_then_controls_update(app):
     app.run()
     app.file_uploader(key="cmp_upload").set_value(("my_upload.png", _png(1), "image/png")).run()

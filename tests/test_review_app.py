@@ -23,6 +23,12 @@ def data_dir(tmp_path, monkeypatch):
     return d
 
 
+@pytest.fixture(autouse=True)
+def review_open(monkeypatch):
+    """The tests below review: "Review this case" starts open (a user opens it; closed, nothing is drawn)."""
+    monkeypatch.setattr("components.review_view.REVIEW_OPEN_AT_START", True)
+
+
 def _w(at, kind: str, suffix: str):
     """The one widget of ``kind`` whose key starts with "rv_" and ends with ``suffix``."""
     found = [w for w in getattr(at, kind) if w.key and w.key.startswith("rv_") and w.key.endswith(suffix)]
@@ -204,3 +210,39 @@ def test_report_boxes_escape_markup():
 
     out = report_box_html('<img src=x onerror="alert(1)"> & [link](https://x.y)')
     assert "<img" not in out and "&lt;img" in out and "&amp;" in out
+
+
+def test_closed_review_panel_draws_nothing_and_keeps_what_the_reviewer_set(app, data_dir, monkeypatch):
+    """Closed (the default), the panel draws no widget, so an upload's page stays light; opened, closed and
+    opened again, the labels, side, severity and note the reviewer set are still there."""
+    monkeypatch.setattr("components.review_view.REVIEW_OPEN_AT_START", False)
+    app.run()
+    assert not app.exception
+    (panel,) = [e for e in app.expander if e.label == "Review this case"]
+    assert panel.key and panel.key.startswith("rv_")
+    assert not [w for w in [*app.text_area, *app.toggle, *app.selectbox] if (w.key or "").startswith("rv_")]
+
+    def set_open(value: bool):
+        app.session_state[panel.key] = value  # what the browser sends when the expander is clicked
+        app.run()
+        assert not app.exception
+
+    set_open(True)
+    toggles = [w for w in app.toggle if (w.key or "").startswith("rv_")]
+    flipped = next(w for w in toggles if not w.value)  # a finding the teacher did not call
+    name = flipped.key.rsplit("_f_", 1)[1]
+    flipped.set_value(True).run()
+    side = [w for w in app.selectbox if (w.key or "").endswith(f"_side_{name}")]
+    if side:
+        side[0].set_value("left").run()
+    _w(app, "text_area", "_note").set_value("seen on the lateral").run()
+    assert not app.exception
+
+    set_open(False)
+    assert not [w for w in app.toggle if (w.key or "").startswith("rv_")]
+    set_open(True)
+    assert _w(app, "toggle", f"_f_{name}").value is True
+    if side:
+        assert _w(app, "selectbox", f"_side_{name}").value == "left"
+    assert _w(app, "text_area", "_note").value == "seen on the lateral"
+    assert not data_dir.exists()  # opening and closing saves nothing
