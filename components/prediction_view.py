@@ -192,7 +192,9 @@ def render_ground_truth(
 
 
 #: the one label of the escape hatch on a refused image (page); the CLI's is --force
-ANYWAY_LABEL = "Show the models' output anyway (the input guard refused this image: outputs are not meaningful for it)"
+ANYWAY_LABEL = (
+    "Show the models' output anyway (the input guard refused this image: outputs are not meaningful for it)"
+)
 CHECK_TITLES = {
     "modality": "not a chest X-ray or chest CT slice",
     "modality_mismatch": "DICOM header and pixels disagree",
@@ -227,7 +229,9 @@ def render_guard_verdict(verdict: GuardVerdict | None) -> None:
 
 def render_withheld(pred: Prediction) -> None:
     """What a model column shows instead of its output when the guard withheld it."""
-    st.info(f"**Report withheld.** {md(pred.verdict.reason if pred.verdict else '')}", icon=":material/block:")
+    st.info(
+        f"**Report withheld.** {md(pred.verdict.reason if pred.verdict else '')}", icon=":material/block:"
+    )
 
 
 def render_ood_warning(preds: dict[str, Prediction]) -> None:

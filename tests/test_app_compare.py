@@ -65,8 +65,8 @@ def test_findings_are_one_block_per_model_with_every_probability_and_the_truth(a
 
 
 def test_findings_html_escapes_and_clamps():
-    from model.types import FINDINGS, Prediction
     from components.prediction_view import findings_html
+    from model.types import FINDINGS, Prediction
 
     pred = Prediction(
         model_id="m", modality="CXR", findings={FINDINGS[0]: 1.7, FINDINGS[1]: -0.2}, tumour={},

@@ -66,7 +66,9 @@ def test_save_a_review_then_see_reviewed_and_save_again_changes_nothing(app, mak
     _w(app, "text_area", "_note").set_value(note).run()
     _w(app, "button", "_save").click().run()
     assert not app.exception
-    assert any("Review saved" in s.value for s in app.success), [e.value for e in app.error] + [w.value for w in app.warning]
+    assert any("Review saved" in s.value for s in app.success), [e.value for e in app.error] + [
+        w.value for w in app.warning
+    ]
     assert _reviewed(app)
     store = _store()
     assert store.count() == 1
