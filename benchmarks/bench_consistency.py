@@ -1,5 +1,8 @@
 """Report / head consistency of the shipped models, before and after label conditioning (issue 10).
 
+Three conditions: "probs", "labels" (the raw decoder) and "followed" (the served rule: labels, then the
+report made to follow the heads sentence by sentence, ``model/follow_labels.py``).
+
 On the shipped run's phantom test split (re-rendered from its seed, ``model.evaluate.phantom_cases``)
 every shipped model writes a report at every detail level and decoding mode, twice: with the decoder
 memory embedding the heads' raw probabilities ("probs", how the shipped models were served) and their
@@ -37,6 +40,9 @@ from model.types import DETAIL_LEVELS, FINDINGS, ReportStyle  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 EVAL_JSON = ROOT / "assets" / "eval" / "phantom_test.json"
 MODELS = ("teacher", "student", "student_nokd")
+#: decoder memory from the heads' probabilities, from their thresholded calls (the raw decoder), and the
+#: served rule: calls + the report made to follow them (model/follow_labels.py)
+CONDITIONS = ("probs", "labels", "followed")
 DECODINGS = {
     "greedy": {},
     "beam": {"num_beams": 3},
@@ -99,8 +105,9 @@ def main(argv=None) -> int:
             thresholds = evaluation["models"][name]["thresholds"]["findings"]
             p.finding_thresholds = {n: float(thresholds[n]) for n in FINDINGS}
         results[name] = {"thresholds": p.finding_thresholds}
-        for conditioning in ("probs", "labels"):
-            p.report_conditioning = conditioning
+        for conditioning in CONDITIONS:
+            p.report_conditioning = "labels" if conditioning == "followed" else conditioning
+            p.follow_heads = conditioning == "followed"
             for decoding in args.decodings:
                 extra = DECODINGS[decoding]
                 subset = beam_cases if decoding == "beam" else cases
@@ -124,7 +131,7 @@ def main(argv=None) -> int:
     summary = {}
     for name, r in results.items():
         summary[name] = {}
-        for conditioning in ("probs", "labels"):
+        for conditioning in CONDITIONS:
             keys = [k for k in r if k.startswith(conditioning + "|")]
             summary[name][conditioning] = {
                 "worst_contradiction_rate": max(r[k]["contradiction_rate"] for k in keys),
@@ -178,7 +185,11 @@ def to_markdown(r: dict) -> str:
     lines += ["", "Worst contradiction rate over every detail level and decoding mode:", ""]
     for name, s in r["summary"].items():
         a, b = s["probs"]["worst_contradiction_rate"], s["labels"]["worst_contradiction_rate"]
-        lines.append(f"- {name}: {_f(a)} with probabilities -> {_f(b)} with labels")
+        c = s.get("followed", {}).get("worst_contradiction_rate")
+        lines.append(
+            f"- {name}: {_f(a)} with probabilities -> {_f(b)} with labels (raw decoder) -> {_f(c)} served "
+            "(report made to follow the heads)"
+        )
     return "\n".join(lines) + "\n"
 
 

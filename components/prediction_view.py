@@ -157,6 +157,20 @@ def render_treatments(pred: Prediction) -> None:
             )
 
 
+def render_report_edits(pred: Prediction) -> None:
+    """What making the report follow the model's own heads changed (model/follow_labels.py), and any
+    contradiction that remains (the decoder wrote no sentence for a finding its head calls)."""
+    if pred.report_edits:
+        st.caption(f":material/rule: Made to follow its own findings: {md(pred.report_edits)}.")
+    if pred.report_conflicts:
+        words = {"denied": "denies", "asserted": "states"}
+        said = ", ".join(
+            f"{words.get(k, k)} {FINDING_LABELS.get(n, n.replace('_', ' ')).lower()}"
+            for k, _, n in (c.partition(":") for c in pred.report_conflicts)
+        )
+        st.caption(f":material/warning: The report still {md(said)} against its own findings head.")
+
+
 def render_latency(pred: Prediction, size: dict | None = None) -> None:
     lat = pred.latency_ms
     parts = [f"{k} {v:.0f} ms" for k, v in lat.items() if k != "total"]

@@ -241,6 +241,8 @@ def render_review_panel(
                             f":material/warning: This report still {_describe_conflicts(regen.conflicts)} "
                             "against your labels: the decoder did not follow them there."
                         )
+                    if regen.edits:
+                        st.caption(f":material/rule: Made to follow your labels: {md(regen.edits)}.")
                     st.caption(f":material/timer: {regen.latency_ms['total']:.0f} ms · {version_text(ms)}")
         reports = _more_detail_ui(ms, study, study_key, labels, context, reports, key)
         text = _draft_ui(reports["teacher"], key)

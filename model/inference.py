@@ -110,6 +110,10 @@ class Predictor:
         self._vocab = dict(vocab)  # word -> id (read only)
         self._words = [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])]  # id -> word
         self._period = vocab.get(SENTENCE_END)
+        #: make every report follow the heads' calls (model/follow_labels.py): contradicting sentences
+        #: dropped, the model's own sentence added for a finding it calls present but does not state.
+        #: False serves the raw decoder (the evaluation measures both).
+        self.follow_heads = True
         self._ood = (
             {k: extras[k].to(self.device) for k in OOD_KEYS} if all(k in extras for k in OOD_KEYS) else None
         )
@@ -210,6 +214,16 @@ class Predictor:
             1,
         )
 
+    def head_labels(self, modality: str, findings: Sequence[float], tumour: Sequence[float]):
+        """The ``interactive.ReportLabels`` the heads call: findings at ``finding_thresholds``, the argmax
+        tumour class (what the served report is conditioned on and made to follow)."""
+        from model.interactive import ReportLabels
+
+        if modality == "CT":
+            return ReportLabels("CT", tumour=TUMOUR_CLASSES[max(range(len(tumour)), key=tumour.__getitem__)])
+        present = tuple(n for n, p in zip(FINDINGS, findings, strict=True) if p >= self.finding_thresholds[n])
+        return ReportLabels("CXR", present=present)
+
     def report_conflicts(
         self, modality: str, findings: dict[str, float], tumour: dict[str, float], report: str
     ) -> list[str]:
@@ -302,6 +316,17 @@ class Predictor:
                 end_on_sentence(ids[i], probs[i], budget, style, self._period) for i in range(len(studies))
             ]
             tokens = [[self._words[j] for j in row_ids] for row_ids, _, _ in rows]
+            token_probs = [[float(p) for p in row[1]] for row in rows]
+            follows = [None] * len(studies)
+            if self.follow_heads:
+                from model.follow_labels import follow_labels, head_rows
+
+                for i, m in enumerate(modalities):
+                    follows[i] = r = follow_labels(
+                        self, m, features[i : i + 1], head_rows(heads, i), tokens[i], token_probs[i],
+                        self.head_labels(m, f_prob[i], t_prob[i]), style,
+                    )  # fmt: skip
+                    tokens[i], token_probs[i] = list(r.tokens), list(r.token_probs)
             reports = [detokenize(t) for t in tokens]
             clock.append(time.perf_counter())
             oods = [self.ood_score(heads.pooled[i : i + 1], m) for i, m in enumerate(modalities)]
@@ -318,7 +343,7 @@ class Predictor:
                     treatments=self._treatments(study, findings, tumour, tr_prob[i], contexts[i], full),
                     report=reports[i],
                     tokens=tokens[i],
-                    token_probs=[float(p) for p in rows[i][1]],
+                    token_probs=token_probs[i],
                     latency_ms=_stage_ms(clock) if full else {},
                     ood_score=oods[i][0],
                     ood_flag=oods[i][1],
@@ -330,6 +355,8 @@ class Predictor:
                     report_conflicts=(
                         self.report_conflicts(study.modality, findings, tumour, reports[i]) if full else []
                     ),
+                    decoder_conflicts=list(follows[i].decoder_conflicts) if follows[i] is not None else [],
+                    report_edits=follows[i].describe() if follows[i] is not None else "",
                 )
             )
         return out

@@ -137,6 +137,7 @@ class RegeneratedReport:
     #: absent, text states it); see model/evaluate/consistency.py
     conflicts: tuple[str, ...] = ()
     latency_ms: dict[str, float] = field(default_factory=dict)  # "encode" (0 when reused), "decode", "total"
+    edits: str = ""  # what following the labels changed (model/follow_labels.py), "" = nothing
 
 
 def encode_study(predictor, study: Study, context: PatientContext | None = None) -> EncodedStudy:
@@ -191,6 +192,15 @@ def regenerate_report(
     budget = token_budget(style, predictor.cfg.max_len, prompts.shape[1])
     row_ids, row_probs, truncated = end_on_sentence(ids[0], probs[0], budget, style, predictor._period)
     tokens = tuple(predictor._words[j] for j in row_ids)
+    row_probs = [float(p) for p in row_probs]
+    edits = ""
+    if getattr(predictor, "follow_heads", False):  # the served rule: the report follows its labels
+        from model.follow_labels import follow_labels
+
+        followed = follow_labels(
+            predictor, study.modality, encoded.features, encoded.heads, tokens, row_probs, labels, style
+        )
+        tokens, row_probs, edits = followed.tokens, list(followed.token_probs), followed.describe()
     report = detokenize(list(tokens))
     t2 = time.perf_counter()
     return RegeneratedReport(
@@ -202,6 +212,7 @@ def regenerate_report(
         token_probs=tuple(float(p) for p in row_probs),
         truncated=truncated,
         conflicts=tuple(label_conflicts(labels, report)),
+        edits=edits,
         latency_ms={
             "encode": 0.0 if reused else round((t1 - t0) * 1e3, 3),
             "decode": round((t2 - t1) * 1e3, 3),

@@ -76,7 +76,9 @@ TREATMENT_LABELS: dict[str, str] = {
 }
 
 DETAIL_LEVELS: tuple[str, ...] = ("brief", "standard", "detailed")
-IGNORE_INDEX = -100  # a class-index target nobody knows (tumour, subtype, unscored tokens): masked out of losses
+IGNORE_INDEX = (
+    -100
+)  # a class-index target nobody knows (tumour, subtype, unscored tokens): masked out of losses
 MODALITIES: tuple[str, ...] = ("CXR", "CT")
 
 Modality = Literal["CXR", "CT"]
@@ -327,7 +329,9 @@ class Prediction:
     tokens: list[str]  # generated words, in order
     token_probs: list[float]  # probability of each generated token
     latency_ms: dict[str, float]  # "encode", "heads", "decode", "total"
-    ood_score: float  # higher = less familiar: the guard's probe where one fits the weights (model/guard/ood.py)
+    ood_score: (
+        float  # higher = less familiar: the guard's probe where one fits the weights (model/guard/ood.py)
+    )
     ood_flag: bool  # True when ood_score is above the calibrated threshold
     tumour_subtype: dict[str, float] | None = None  # TUMOUR_SUBTYPES -> prob, when the model has the head
     ood_threshold: float = float("nan")  # the threshold ood_flag compares against
@@ -339,6 +343,11 @@ class Prediction:
     #: where the report contradicts this model's own heads (issue 10): "denied:NAME" (head present, report
     #: denies it) or "asserted:NAME" (head absent, report states it); see model/evaluate/consistency.py
     report_conflicts: list[str] = field(default_factory=list)
+    #: the raw decoder's contradictions, before the report was made to follow the heads
+    #: (``model/follow_labels.py``); equal to ``report_conflicts`` when nothing was changed
+    decoder_conflicts: list[str] = field(default_factory=list)
+    #: what following the heads changed, in a plain sentence ("" = nothing)
+    report_edits: str = ""
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)

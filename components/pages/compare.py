@@ -20,6 +20,7 @@ from components.prediction_view import (
     render_latency,
     render_ood_warning,
     render_report,
+    render_report_edits,
     render_treatments,
     render_tumour,
     render_withheld,
@@ -99,6 +100,7 @@ for col, (m, pred) in zip(cols, preds.items(), strict=True):
             continue
         with slots[m].container():
             render_report(pred, None, threshold, source=study.source)
+        render_report_edits(pred)
         if study.modality == "CXR":
             render_findings(pred, truth)
         else:

@@ -263,6 +263,12 @@ def _add_consistency(models: dict, predictors, section: Section) -> None:
             "denial_rate": served["denial_rate"],
             "contradiction_rate_eval_thresholds": at_eval["contradiction_rate"],
         }
+        if run.edited:  # the served reports follow the heads (model/follow_labels.py): the raw decoder too
+            n = len(run.decoder_conflicts)
+            models[name]["metrics"]["consistency"].update(
+                decoder_contradiction_rate=sum(bool(c) for c in run.decoder_conflicts) / n if n else None,
+                reports_edited_rate=sum(run.edited) / n if n else None,
+            )
 
 
 def _add_location(models: dict, section: Section) -> None:

@@ -27,6 +27,9 @@ class ModelRun:
     treatments: list[np.ndarray] = field(default_factory=list)  # (7,)
     ood: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)  # wall clock of predict()
+    #: the raw decoder's contradictions of its heads per case, before the report was made to follow them
+    decoder_conflicts: list[list[str]] = field(default_factory=list)
+    edited: list[bool] = field(default_factory=list)  # following the heads changed the report
 
     def add(self, pred: Prediction, wall_ms: float) -> None:
         self.reports.append(pred.report)
@@ -39,6 +42,8 @@ class ModelRun:
         self.treatments.append(np.asarray([given.get(n, np.nan) for n in TREATMENTS], np.float64))
         self.ood.append(float(pred.ood_score))
         self.latency_ms.append(float(wall_ms))
+        self.decoder_conflicts.append(list(getattr(pred, "decoder_conflicts", []) or []))
+        self.edited.append(bool(getattr(pred, "report_edits", "")))
 
     def array(self, name: str) -> np.ndarray:
         rows = getattr(self, name)
