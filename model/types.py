@@ -76,9 +76,7 @@ TREATMENT_LABELS: dict[str, str] = {
 }
 
 DETAIL_LEVELS: tuple[str, ...] = ("brief", "standard", "detailed")
-IGNORE_INDEX = (
-    -100
-)  # a class-index target nobody knows (tumour, subtype, unscored tokens): masked out of losses
+IGNORE_INDEX = -100  # a class-index target nobody knows (tumour, subtype, unscored tokens): masked out of losses
 MODALITIES: tuple[str, ...] = ("CXR", "CT")
 
 Modality = Literal["CXR", "CT"]
@@ -329,9 +327,7 @@ class Prediction:
     tokens: list[str]  # generated words, in order
     token_probs: list[float]  # probability of each generated token
     latency_ms: dict[str, float]  # "encode", "heads", "decode", "total"
-    ood_score: (
-        float  # higher = less familiar: the guard's probe where one fits the weights (model/guard/ood.py)
-    )
+    ood_score: float  # higher = less familiar: the guard's probe where one fits the weights (model/guard/ood.py)
     ood_flag: bool  # True when ood_score is above the calibrated threshold
     tumour_subtype: dict[str, float] | None = None  # TUMOUR_SUBTYPES -> prob, when the model has the head
     ood_threshold: float = float("nan")  # the threshold ood_flag compares against
