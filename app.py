@@ -8,8 +8,8 @@ fonts.gstatic.com, and the app must work with no network.
 
 import streamlit as st
 
-from components.layout import render_disclaimer
-from model.serving import start_prewarm
+from components.layout import render_disclaimer, render_page_style
+from model.serving import new_request, start_prewarm
 
 st.set_page_config(page_title="MedDistill Studio", page_icon="🩻", layout="wide")
 
@@ -32,7 +32,9 @@ PAGES = [
     st.Page("components/pages/updates.py", title="Model updates", icon="🔁", url_path="updates"),
 ]
 
+new_request()  # this run's model calls are served in arrival order of runs (model/serving.py)
 page = st.navigation(PAGES)
+render_page_style()
 render_disclaimer()
 start_prewarm()  # torch and the networks import on a background thread from the first paint on
 page.run()

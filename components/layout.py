@@ -6,6 +6,23 @@ import streamlit as st
 
 from model.types import DISCLAIMER
 
+#: No animations or transitions, except a spinner's: while a page reruns, Streamlit fades every element and
+#: animates its status icon, and with software rendering (most servers' and many laptops' browsers, and the
+#: load benchmark's 8 headless Chromium sessions on the server's 2 cores) each frame is a repaint. Measured
+#: with 8 sessions uploading at once (benchmarks/bench_load.py): the browsers' CPU 10.9 -> 7.7 s, every
+#: session's page complete 8.1 -> 6.1 s. Slow work still shows its steps (components/progress.py).
+PAGE_STYLE = (
+    "<style>"
+    ":not([data-testid='stSpinner'] *), :not([data-testid='stSpinner'] *)::before, "
+    ":not([data-testid='stSpinner'] *)::after { animation: none !important; transition: none !important; }"
+    "</style>"
+)
+
+
+def render_page_style() -> None:
+    """The app-wide style (``PAGE_STYLE``); an invisible element."""
+    st.html(PAGE_STYLE)
+
 
 def render_disclaimer() -> None:
     """The not-for-clinical-use notice; app.py draws it on every page."""

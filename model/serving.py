@@ -72,10 +72,24 @@ class _Job:
 
 URGENT, DEFERRED = 0, 1  # job priorities: what a page shows first / extras that may wait (highlights)
 
+_request = threading.local()  # .ticket: the page run this thread is serving (see new_request)
+_tickets = itertools.count()
+
+
+def new_request() -> None:
+    """Start a new request on this thread (``app.py`` calls it at the top of every page run): until the
+    next call, the jobs this thread submits carry one ticket, and within a priority the queue serves
+    tickets in arrival order. So a session's second model call (the student, after the teacher) goes
+    before sessions that arrived later instead of behind all of their first calls: under 8 concurrent
+    uploads the first session's page is complete after its own two predictions, and each browser can
+    draw its page while the server works on the next (plain FIFO finished every session together, at
+    the end). Jobs submitted outside a request get a ticket each (FIFO, as before)."""
+    _request.ticket = next(_tickets)
+
 
 class InferenceQueue:
-    """Model calls served by ``policy.workers`` daemon threads (started lazily): first in, first out
-    within a priority, ``URGENT`` jobs (reports, overlays) before ``DEFERRED`` ones (word highlights),
+    """Model calls served by ``policy.workers`` daemon threads (started lazily): in request order
+    (``new_request``; first in, first out within a request) within a priority, ``URGENT`` jobs (reports, overlays) before ``DEFERRED`` ones (word highlights),
     so that under load every session's main answer arrives before anyone's extras are computed."""
 
     def __init__(self, policy: ThreadPolicy | str = DEFAULT_POLICY, cores: int | None = None):
@@ -83,8 +97,8 @@ class InferenceQueue:
         self.cores = cores or cpu_cores()
         n = self.policy.workers
         self.n_workers = self.cores if n < 0 else n
-        self._jobs: queue.PriorityQueue[tuple[float, int, _Job | None]] = queue.PriorityQueue()
-        self._seq = itertools.count()  # FIFO order within a priority
+        self._jobs: queue.PriorityQueue[tuple[float, int, int, _Job | None]] = queue.PriorityQueue()
+        self._seq = itertools.count()  # FIFO order within a priority and request
         self._local = threading.local()  # .inside = True on worker threads
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -105,7 +119,9 @@ class InferenceQueue:
         self._start()
         with self._lock:
             self._waiting += 1
-        self._jobs.put((priority, next(self._seq), _Job(fn, args, kwargs, future)))
+        ticket = getattr(_request, "ticket", None)
+        ticket = next(_tickets) if ticket is None else ticket
+        self._jobs.put((priority, ticket, next(self._seq), _Job(fn, args, kwargs, future)))
         return future
 
     def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
@@ -126,7 +142,7 @@ class InferenceQueue:
         with self._lock:
             threads, self._threads = self._threads, []
         for _ in threads:
-            self._jobs.put((float("inf"), next(self._seq), None))
+            self._jobs.put((float("inf"), 0, next(self._seq), None))
         for t in threads:
             t.join(timeout=30)
 
@@ -140,7 +156,7 @@ class InferenceQueue:
 
     def _serve(self) -> None:
         self._local.inside = True
-        while (job := self._jobs.get()[2]) is not None:
+        while (job := self._jobs.get()[-1]) is not None:
             self._run_job(job, queued=True)
 
     def _threads_for_job(self, busy: int) -> int:

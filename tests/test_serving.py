@@ -182,3 +182,42 @@ def test_urgent_jobs_overtake_deferred_ones():
     assert order == ["report-b", "report-d", "highlight-a", "highlight-c"]
     assert q.run_deferred(lambda: "done") == "done"
     q.close()
+
+
+def test_a_requests_later_job_goes_before_requests_that_arrived_after_it():
+    """Session A's student (submitted after its teacher) runs before session B's and C's teachers, which
+    arrived after A's request: each session's page completes in turn instead of all at the end."""
+    from model.serving import new_request
+
+    q = InferenceQueue(ThreadPolicy(workers=1, torch_threads=1))
+    started, release, order = threading.Event(), threading.Event(), []
+
+    def hold():
+        started.set()
+        release.wait(10)
+
+    q.submit(hold)
+    assert started.wait(10)
+    submitted = {name: threading.Event() for name in "ABC"}
+    go_on, futures = threading.Event(), []
+
+    def session(name: str, second: bool):  # one page run: its thread, its request
+        new_request()
+        futures.append(q.submit(order.append, f"{name}-teacher"))
+        submitted[name].set()
+        if second:
+            go_on.wait(10)
+            futures.append(q.submit(order.append, f"{name}-student"))
+
+    threads = []
+    for name in "ABC":
+        threads.append(threading.Thread(target=session, args=(name, name == "A")))
+        threads[-1].start()
+        assert submitted[name].wait(10)
+    go_on.set()  # A's second call arrives after B's and C's first ones
+    threads[0].join(10)
+    release.set()
+    for f in futures:
+        f.result(10)
+    assert order == ["A-teacher", "A-student", "B-teacher", "C-teacher"]
+    q.close()
