@@ -182,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="real", help="results name: benchmarks/results/OUT.json + OUT.md")
+    p.add_argument(
+        "--no-ground-locations",
+        action="store_true",
+        help="serve the decoder's own side / zone words (Predictor.ground_locations off)",
+    )
     args = p.parse_args(argv)
 
     from model.commands.evaluate import parse_checkpoints
@@ -192,10 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         print("no checkpoints: pass --checkpoints NAME=DIR ...", file=sys.stderr)
         return 2
     predictors = load_predictors(checkpoints)
+    for predictor in predictors.values():
+        predictor.ground_locations = not args.no_ground_locations
     t0 = time.perf_counter()
     cmd = "python benchmarks/bench_real.py " + " ".join(argv if argv is not None else sys.argv[1:])
     res: dict = {"command": cmd.strip(), "checkpoints": {k: str(v) for k, v in checkpoints.items()},
-                 "phantoms": args.phantoms, "phantom_seed0": PHANTOM_SEED0}  # fmt: skip
+                 "phantoms": args.phantoms, "phantom_seed0": PHANTOM_SEED0,
+                 "locations_grounded": {k: p.grounds_locations() for k, p in predictors.items()}}  # fmt: skip
     real = Path(args.real_dir)
     if real.is_dir():
         res["intensity_swap"] = swap_figures(predictors, real, args.swap_limit, args.seed)

@@ -79,11 +79,21 @@ def shortened_note(pred: Prediction) -> str:
     return f"(shortened to {n} tokens: not one full sentence fits; raise *Maximum length* in the sidebar)"
 
 
+def location_note(pred: Prediction) -> str:
+    """The caption under a report whose side and zone words come from the model's lesion map."""
+    note = (":material/my_location: Side and zone are read from the model's lesion map; "
+            "where the map cannot tell, the report names none.")  # fmt: skip
+    n = len(pred.location_edits)
+    return note + (f" {n} location phrase{'s' if n != 1 else ''} changed." if n else "")
+
+
 def render_report(pred: Prediction, divergence=None, threshold: float = 0.15, source: str = "") -> None:
     st.markdown("**Report**")
     st.html(report_html(pred.tokens, divergence, threshold, source))
     if pred.truncated:
         st.caption(shortened_note(pred))
+    if pred.location_grounded:
+        st.caption(location_note(pred))
     with st.expander("Report as plain text"):
         st.text(pred.report)
 

@@ -114,6 +114,9 @@ class Predictor:
         #: dropped, the model's own sentence added for a finding it calls present but does not state.
         #: False serves the raw decoder (the evaluation measures both).
         self.follow_heads = True
+        #: read the report's side and zone / lobe words from the model's lesion map (issue 11,
+        #: model/ground_location.py); only a model with the lesion head. False serves the decoder's words.
+        self.ground_locations = True
         self._ood = (
             {k: extras[k].to(self.device) for k in OOD_KEYS} if all(k in extras for k in OOD_KEYS) else None
         )
@@ -327,6 +330,7 @@ class Predictor:
                         self.head_labels(m, f_prob[i], t_prob[i]), style,
                     )  # fmt: skip
                     tokens[i], token_probs[i] = list(r.tokens), list(r.token_probs)
+            grounds = self.ground_report_locations(heads, modalities, tokens, token_probs)
             reports = [detokenize(t) for t in tokens]
             clock.append(time.perf_counter())
             oods = [self.ood_score(heads.pooled[i : i + 1], m) for i, m in enumerate(modalities)]
@@ -357,8 +361,30 @@ class Predictor:
                     ),
                     decoder_conflicts=list(follows[i].decoder_conflicts) if follows[i] is not None else [],
                     report_edits=follows[i].describe() if follows[i] is not None else "",
+                    location_grounded=grounds[i] is not None,
+                    location_edits=list(grounds[i].changed) if grounds[i] is not None else [],
                 )
             )
+        return out
+
+    def grounds_locations(self) -> bool:
+        """Whether this Predictor reads its reports' locations from a lesion map (flag on, lesion head)."""
+        return bool(self.ground_locations) and getattr(self.model, "lesion", None) is not None
+
+    def ground_report_locations(
+        self, heads, modalities: Sequence[str], tokens: list, token_probs: list
+    ) -> list:
+        """Rewrite each row's location words to its lesion map, in place (``model/ground_location.py``);
+        per row the ``GroundResult``, or None where nothing was grounded (flag off, no lesion head)."""
+        if not self.grounds_locations() or getattr(heads, "lesion_logits", None) is None:
+            return [None] * len(modalities)
+        from model.ground_location import ground_tokens, lesion_maps
+
+        out = []
+        for i, m in enumerate(modalities):
+            r = ground_tokens(tokens[i], token_probs[i], m, lesion_maps(heads, i))
+            tokens[i], token_probs[i] = list(r.tokens), list(r.token_probs)
+            out.append(r)
         return out
 
     def _treatments(

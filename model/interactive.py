@@ -138,6 +138,8 @@ class RegeneratedReport:
     conflicts: tuple[str, ...] = ()
     latency_ms: dict[str, float] = field(default_factory=dict)  # "encode" (0 when reused), "decode", "total"
     edits: str = ""  # what following the labels changed (model/follow_labels.py), "" = nothing
+    location_grounded: bool = False  # side / zone words read from the lesion map (model/ground_location.py)
+    location_edits: tuple[str, ...] = ()  # the location phrases that grounding changed
 
 
 def encode_study(predictor, study: Study, context: PatientContext | None = None) -> EncodedStudy:
@@ -201,6 +203,11 @@ def regenerate_report(
             predictor, study.modality, encoded.features, encoded.heads, tokens, row_probs, labels, style
         )
         tokens, row_probs, edits = followed.tokens, list(followed.token_probs), followed.describe()
+    grounded = None
+    if hasattr(predictor, "ground_report_locations"):  # the served rule: locations from the lesion map
+        rows, row_p = [list(tokens)], [list(row_probs)]
+        grounded = predictor.ground_report_locations(encoded.heads, [study.modality], rows, row_p)[0]
+        tokens, row_probs = tuple(rows[0]), row_p[0]
     report = detokenize(list(tokens))
     t2 = time.perf_counter()
     return RegeneratedReport(
@@ -213,6 +220,8 @@ def regenerate_report(
         truncated=truncated,
         conflicts=tuple(label_conflicts(labels, report)),
         edits=edits,
+        location_grounded=grounded is not None,
+        location_edits=tuple(grounded.changed) if grounded is not None else (),
         latency_ms={
             "encode": 0.0 if reused else round((t1 - t0) * 1e3, 3),
             "decode": round((t2 - t1) * 1e3, 3),

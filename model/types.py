@@ -344,6 +344,11 @@ class Prediction:
     decoder_conflicts: list[str] = field(default_factory=list)
     #: what following the heads changed, in a plain sentence ("" = nothing)
     report_edits: str = ""
+    #: the report's side and zone / lobe words were read from the model's lesion map (issue 11;
+    #: ``model/ground_location.py``): rewritten to the map's reading, removed where it cannot tell
+    location_grounded: bool = False
+    #: the location phrases that grounding changed ("nodule: 'in the right upper zone' -> ...")
+    location_edits: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
