@@ -237,3 +237,13 @@ def test_the_served_report_is_unchanged_when_nothing_is_located():
     words = _words("No pleural effusion or pneumothorax. Normal study.")
     r = ground_tokens(words, [0.7] * len(words), "CXR", {c: RIGHT_UPPER for c in LESION_CHANNELS})
     assert list(r.tokens) == words and not r.changed
+
+
+def test_the_caption_says_where_side_and_zone_come_from():
+    from components.prediction_view import location_note
+    from model.types import Prediction
+
+    pred = Prediction("t", "CXR", {}, {}, [], "A nodule.", ["A", "nodule", "."], [1.0] * 3, {}, 0.0, False,
+                      location_grounded=True, location_edits=["nodule: 'a' -> 'b'"])  # fmt: skip
+    note = location_note(pred)
+    assert "lesion map" in note and "1 location phrase changed" in note
