@@ -47,6 +47,7 @@ def record_model(name: str) -> dict:
     index = json.loads((SAMPLES / "index.json").read_text())
     p = Predictor.from_dir(name, name)
     p.follow_heads = False  # the decoder's own words (following the heads is tests/test_follow_labels.py)
+    p.ground_locations = False  # nor locations read from the lesion map (model/ground_location.py)
     out: dict = {}
     for s in index:
         study = load_study_path(SAMPLES / s["image"], modality_hint=s["modality"])
