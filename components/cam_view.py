@@ -25,7 +25,7 @@ def cam_default_note() -> str:
         f'Default: "{DEFAULT_CAM_METHOD}", the model\'s own lesion map (the map its heads pool from, trained on '
         "the phantoms' lesion masks; models with a lesion head only, else "
         f"{FALLBACK_CAM_METHOD}). It had the best pointing game on the validation phantoms "
-        "(benchmarks/results/cam.md), yet points at the lesion in only half the teacher's cases and a quarter of "
+        "(benchmarks/results/cam.md), yet points at the lesion in only half the teacher's cases and 43% of "
         "the student's. The Grad-CAM methods run on the teacher's "
         f"{DEFAULT_CAM_LAYER['resnet50']} and the student's {DEFAULT_CAM_LAYER['mobilenet_v3_small']} "
         "(stride 16). Treat every map as a hint, not a segmentation."
