@@ -167,17 +167,24 @@ def render_treatments(pred: Prediction) -> None:
             )
 
 
+def describe_conflicts(conflicts) -> str:
+    """"denied:NAME" / "asserted:NAME" as words: "denies pleural effusion, states the benign tumour"."""
+    words = {"denied": "denies", "asserted": "states"}
+    parts = []
+    for c in conflicts:
+        kind, _, name = c.partition(":")
+        label = FINDING_LABELS.get(name, name.replace("tumour_", "a ").replace("_", " ") + " tumour")
+        parts.append(f"{words.get(kind, kind)} {label.lower()}")
+    return ", ".join(parts)
+
+
 def render_report_edits(pred: Prediction) -> None:
     """What making the report follow the model's own heads changed (model/follow_labels.py), and any
     contradiction that remains (the decoder wrote no sentence for a finding its head calls)."""
     if pred.report_edits:
         st.caption(f":material/rule: Made to follow its own findings: {md(pred.report_edits)}.")
     if pred.report_conflicts:
-        words = {"denied": "denies", "asserted": "states"}
-        said = ", ".join(
-            f"{words.get(k, k)} {FINDING_LABELS.get(n, n.replace('_', ' ')).lower()}"
-            for k, _, n in (c.partition(":") for c in pred.report_conflicts)
-        )
+        said = describe_conflicts(pred.report_conflicts)
         st.caption(f":material/warning: The report still {md(said)} against its own findings head.")
 
 

@@ -16,6 +16,7 @@ import streamlit as st
 
 from components.escaping import md, md_error
 from components.model_store import MODEL_TITLES, ModelSet, review_store, version_text
+from components.prediction_view import describe_conflicts
 from components.predictions import detail_cached, regenerate_cached
 from model.interactive import ReportLabels, splice_sentences
 from model.review_draft import (
@@ -162,16 +163,6 @@ def labels_ui(
     return labels, tuple(calls)
 
 
-def _describe_conflicts(conflicts: tuple[str, ...]) -> str:
-    words = {"denied": "denies", "asserted": "states"}
-    parts = []
-    for c in conflicts:
-        kind, name = c.split(":", 1)
-        label = FINDING_LABELS.get(name, name.replace("tumour_", "a ").replace("_", " ") + " tumour")
-        parts.append(f"{words[kind]} {label.lower()}")
-    return ", ".join(parts)
-
-
 def report_box_html(text: str) -> str:
     """A report as escaped HTML (the reviewer's and the models' text is never markup)."""
     return f'<div class="md-review-report" style="line-height: 1.6;">{html.escape(text)}</div>'
@@ -238,7 +229,7 @@ def render_review_panel(
                     st.html(report_box_html(regen.report))
                     if regen.conflicts:
                         st.caption(
-                            f":material/warning: This report still {_describe_conflicts(regen.conflicts)} "
+                            f":material/warning: This report still {describe_conflicts(regen.conflicts)} "
                             "against your labels: the decoder did not follow them there."
                         )
                     if regen.edits:
