@@ -29,10 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
+from model.explain.gradcam import sentence_spans  # the one sentence split of a word-level report
+from model.networks.tokenizer import SENTENCE_END
 from model.types import FINDING_LABELS, ReportStyle
-
-#: sentence end token of the report vocabulary (``model.networks.tokenizer.SENTENCE_END``)
-_END = "."
 
 
 @dataclass(frozen=True)
@@ -67,18 +66,6 @@ def _label_text(label: str) -> str:
     if label.startswith("tumour_"):
         return f"the {label.removeprefix('tumour_')} tumour"
     return FINDING_LABELS.get(label, label).lower()
-
-
-def sentence_spans(tokens: Sequence[str]) -> list[tuple[int, int]]:
-    """``[start, end)`` token spans of the sentences (a trailing fragment without "." is one too)."""
-    spans, start = [], 0
-    for i, t in enumerate(tokens):
-        if t == _END:
-            spans.append((start, i + 1))
-            start = i + 1
-    if start < len(tokens):
-        spans.append((start, len(tokens)))
-    return spans
 
 
 #: a sentence about the whole study being normal ("Normal study.", "No acute abnormality."): it denies
@@ -125,8 +112,8 @@ def follow_labels(
     from model.networks.tokenizer import detokenize
 
     wanted = labels.calls()
-    texts = [detokenize(tokens[a:b]) for a, b in sentence_spans(tokens)]
     spans = sentence_spans(tokens)
+    texts = [detokenize(tokens[a:b]) for a, b in spans]
     calls = [sentence_calls(t, modality) for t in texts]
     whole = sentence_calls(detokenize(tokens), modality)
     before = tuple(contradicts(whole, wanted))
@@ -193,7 +180,7 @@ def _own_sentences(predictor, modality, features, heads, labels, name: str, styl
         ids, probs = decode(predictor.model.decoder, memory, prompts, sub_style, predictor._period)
     words = [predictor._words[j] for j in ids[0]]
     for a, b in sentence_spans(words):
-        if words[b - 1] != _END:
+        if words[b - 1] != SENTENCE_END:
             continue  # an unfinished fragment
         c = sentence_calls(detokenize(words[a:b]), modality)
         if c.get(name) == "present" and not contradicts(c, wanted):
