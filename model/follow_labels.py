@@ -108,6 +108,7 @@ def follow_labels(
 ) -> FollowResult:
     """``tokens`` (one report of ``predictor`` on one study: ``features`` (1, C, h, w) and ``heads`` its
     HeadOutput rows) made to follow ``labels`` (an ``interactive.ReportLabels``). See the module doc."""
+    from model.interactive import label_conflicts
     from model.networks.generation import token_budget
     from model.networks.tokenizer import detokenize
 
@@ -115,8 +116,7 @@ def follow_labels(
     spans = sentence_spans(tokens)
     texts = [detokenize(tokens[a:b]) for a, b in spans]
     calls = [sentence_calls(t, modality) for t in texts]
-    whole = sentence_calls(detokenize(tokens), modality)
-    before = tuple(contradicts(whole, wanted))
+    before = tuple(label_conflicts(labels, detokenize(tokens)))  # the whole report, as consistency.py reads it
     keep = [i for i, c in enumerate(calls) if not contradicts(c, wanted)]
     dropped = tuple(texts[i] for i in range(len(spans)) if i not in keep)
     stated = {n for i in keep for n, v in calls[i].items() if v == "present"}
@@ -150,7 +150,7 @@ def follow_labels(
         return FollowResult(
             tuple(tokens), tuple(float(p) for p in probs), (), (), tuple(missing), before, before
         )
-    after = tuple(contradicts(sentence_calls(detokenize(flat_tok), modality), wanted))
+    after = tuple(label_conflicts(labels, detokenize(flat_tok)))
     return FollowResult(flat_tok, flat_p, dropped, tuple(added), tuple(not_added), before, after)
 
 

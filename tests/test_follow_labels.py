@@ -129,6 +129,15 @@ def test_nothing_kept_and_nothing_to_add_keeps_the_decoders_report(monkeypatch):
     assert r.tokens == ("Normal", "study", ".") and r.conflicts == r.decoder_conflicts != ()
 
 
+def test_the_decoders_contradictions_are_read_as_the_consistency_measure_reads_a_whole_report(monkeypatch):
+    """A report of negatives only says nothing positive: read whole it is "normal", so it denies the
+    pneumothorax the head calls present (consistency.py), though no one sentence names it."""
+    labels = ReportLabels("CXR", present=("pneumothorax",))
+    r = _follow(monkeypatch, "No pleural effusion. No focal consolidation.", labels, {})
+    assert not r.changed and r.not_added == ("pneumothorax",)
+    assert r.decoder_conflicts == r.conflicts == ("denied:pneumothorax",)
+
+
 def test_ct_sentences_follow_the_tumour_class(monkeypatch):
     labels = ReportLabels("CT", tumour="benign")
     r = _follow(
@@ -157,6 +166,8 @@ def test_served_reports_on_the_shipped_samples_contradict_their_heads_no_more_th
         modality = entry["modality"]
         pred = p.predict(load_study_path(samples / entry["image"], modality_hint=modality))
         assert len(pred.report_conflicts) <= len(pred.decoder_conflicts)
+        if not pred.report_edits:  # nothing changed: the raw decoder's contradictions are the served ones
+            assert pred.decoder_conflicts == pred.report_conflicts, (entry["id"], pred.report)
         labels = p.head_labels(
             modality, [pred.findings[n] for n in pred.findings], list(pred.tumour.values())
         )
