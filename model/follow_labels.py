@@ -116,7 +116,8 @@ def follow_labels(
     spans = sentence_spans(tokens)
     texts = [detokenize(tokens[a:b]) for a, b in spans]
     calls = [sentence_calls(t, modality) for t in texts]
-    before = tuple(label_conflicts(labels, detokenize(tokens)))  # the whole report, as consistency.py reads it
+    # the whole report, as consistency.py reads it (per-sentence calls only pick the sentences)
+    before = tuple(label_conflicts(labels, detokenize(tokens)))
     keep = [i for i, c in enumerate(calls) if not contradicts(c, wanted)]
     dropped = tuple(texts[i] for i in range(len(spans)) if i not in keep)
     stated = {n for i in keep for n, v in calls[i].items() if v == "present"}
