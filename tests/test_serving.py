@@ -157,12 +157,10 @@ def test_shared_queue_is_one_per_process_and_named_policies_exist():
     assert "queue-cores-adaptive" in POLICIES and "inline" in POLICIES
 
 
-def test_urgent_jobs_overtake_deferred_ones():
-    """Reports and overlays (urgent) of every session come before anyone's highlights (deferred)."""
-    from model.serving import DEFERRED, URGENT
-
+def _held_queue() -> tuple[InferenceQueue, threading.Event]:
+    """A one-worker queue whose worker is busy until the returned event is set: jobs queue up behind it."""
     q = InferenceQueue(ThreadPolicy(workers=1, torch_threads=1))
-    started, release, order = threading.Event(), threading.Event(), []
+    started, release = threading.Event(), threading.Event()
 
     def hold():
         started.set()
@@ -170,6 +168,15 @@ def test_urgent_jobs_overtake_deferred_ones():
 
     q.submit(hold)
     assert started.wait(10)
+    return q, release
+
+
+def test_urgent_jobs_overtake_deferred_ones():
+    """Reports and overlays (urgent) of every session come before anyone's highlights (deferred)."""
+    from model.serving import DEFERRED, URGENT
+
+    q, release = _held_queue()
+    order = []
     futures = [
         q.submit_at(DEFERRED, order.append, "highlight-a"),
         q.submit_at(URGENT, order.append, "report-b"),
@@ -189,15 +196,8 @@ def test_a_requests_later_job_goes_before_requests_that_arrived_after_it():
     arrived after A's request: each session's page completes in turn instead of all at the end."""
     from model.serving import new_request
 
-    q = InferenceQueue(ThreadPolicy(workers=1, torch_threads=1))
-    started, release, order = threading.Event(), threading.Event(), []
-
-    def hold():
-        started.set()
-        release.wait(10)
-
-    q.submit(hold)
-    assert started.wait(10)
+    q, release = _held_queue()
+    order = []
     submitted = {name: threading.Event() for name in "ABC"}
     go_on, futures = threading.Event(), []
 
